@@ -1,0 +1,39 @@
+//! `aica doctor`: one pass/warn/fail line per check, with the fix; exit 1 on any fail.
+
+use super::Global;
+use crate::ops::doctor::{self, Check, Level};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DoctorArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run(g: &Global, a: &DoctorArgs) -> anyhow::Result<u8> {
+    let checks: Vec<Check> = match g.load(&[]) {
+        Ok(l) => tokio::task::spawn_blocking(move || doctor::run(&l)).await?,
+        Err(e) => vec![doctor::config_failed(
+            &e.to_string().lines().next().unwrap_or_default().to_string(),
+        )],
+    };
+    let worst = checks.iter().map(|c| c.level).max().unwrap_or(Level::Pass);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"status": worst, "checks": checks}))?
+        );
+    } else {
+        for c in &checks {
+            let tag = match c.level {
+                Level::Pass => "PASS",
+                Level::Warn => "WARN",
+                Level::Fail => "FAIL",
+            };
+            println!("{tag}  {:<16} {}", c.name, c.message);
+            if let Some(fix) = &c.fix {
+                println!("      {:<16} fix: {fix}", "");
+            }
+        }
+    }
+    Ok(if worst == Level::Fail { 1 } else { 0 })
+}

@@ -1,0 +1,177 @@
+//! Command-line interface: the argument tree, dispatch, and exit codes.
+//!
+//! Exit codes: 0 all good; 1 a check failed or findings; 2 usage or configuration
+//! error; 3 (`status` only) not running.
+
+mod config_cmd;
+mod doctor;
+mod keys;
+mod lifecycle;
+mod logs;
+mod serve;
+
+use crate::config::{self, LoadOptions, Loaded};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "aica",
+    version,
+    about = "AICA-SyS: the content platform and its operations in one binary"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command understands.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Global {
+    /// Working directory: where aica.toml, .env.production, data/, logs/ live.
+    #[arg(long, global = true, env = "AICA_DIR", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Configuration file (default: DIR/aica.toml when it exists).
+    #[arg(long, global = true, env = "AICA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override one setting, e.g. --set server.port=8080 (repeatable).
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run backend (:8000) and console (:3000) in the foreground (what a container runs).
+    Serve(serve::ServeArgs),
+    /// Start aica in the background and wait until it is ready.
+    Up(serve::ServeArgs),
+    /// Stop the background aica gracefully.
+    Down(lifecycle::DownArgs),
+    /// Stop, then start again.
+    Restart(serve::ServeArgs),
+    /// Is aica running? pid, uptime, version, ports, database, health.
+    Status(lifecycle::StatusArgs),
+    /// Manage API keys for the write API.
+    #[command(subcommand)]
+    Keys(keys::KeysCmd),
+    /// Read the structured logs across rotated files.
+    Logs(logs::LogsArgs),
+    /// Show or generate configuration.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCmd),
+    /// Diagnose why aica will not start: config, ports, directories, database, disk, pid file.
+    Doctor(doctor::DoctorArgs),
+}
+
+/// A mistake in how aica was called or configured (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}\nTry: {hint}")]
+pub struct UsageError {
+    pub message: String,
+    pub hint: String,
+}
+
+pub fn usage(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
+    UsageError {
+        message: message.into(),
+        hint: hint.into(),
+    }
+    .into()
+}
+
+/// A command that ran but whose outcome is a failure (exit code `0`).
+#[derive(Debug, thiserror::Error)]
+#[error("{1}")]
+pub struct Failed(pub u8, pub String);
+
+impl Global {
+    pub fn dir(&self) -> anyhow::Result<PathBuf> {
+        let dir = match &self.dir {
+            Some(d) => d.clone(),
+            None => std::env::current_dir()?,
+        };
+        if !dir.is_dir() {
+            return Err(usage(
+                format!("working directory {} does not exist", dir.display()),
+                format!(
+                    "mkdir -p {}  (or pass --dir to an existing directory)",
+                    dir.display()
+                ),
+            ));
+        }
+        Ok(std::path::absolute(&dir)?)
+    }
+
+    /// Load the layered configuration, with `extra` overrides from command flags.
+    pub fn load(&self, extra: &[String]) -> anyhow::Result<Loaded> {
+        let dir = self.dir()?;
+        let mut overrides = self.set.clone();
+        overrides.extend_from_slice(extra);
+        let opts = LoadOptions {
+            dir: dir.clone(),
+            config_file: self.config.clone(),
+            env: std::env::vars()
+                .filter(|(k, _)| k.starts_with("AICA_"))
+                .collect(),
+            overrides,
+        };
+        config::load(&opts).map_err(|e| {
+            usage(
+                format!("configuration error: {e}"),
+                "fix the value named above; 'aica config default' prints every setting with what it allows, 'aica doctor' checks the rest",
+            )
+        })
+    }
+}
+
+/// Parse, run, and turn the result into an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if let Some(f) = e.downcast_ref::<Failed>() {
+                if !f.1.is_empty() {
+                    eprintln!("{}", f.1);
+                }
+                return ExitCode::from(f.0);
+            }
+            let code = if e.downcast_ref::<UsageError>().is_some() {
+                2
+            } else {
+                1
+            };
+            eprintln!("error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let g = cli.global;
+    match cli.command {
+        Command::Serve(a) => serve::run(&g, &a).await,
+        Command::Up(a) => lifecycle::up(&g, &a).await,
+        Command::Down(a) => lifecycle::down(&g, &a).await,
+        Command::Restart(a) => lifecycle::restart(&g, &a).await,
+        Command::Status(a) => lifecycle::status(&g, &a).await,
+        Command::Keys(c) => keys::run(&g, c),
+        Command::Logs(a) => logs::run(&g, &a).await,
+        Command::Config(c) => config_cmd::run(&g, c),
+        Command::Doctor(a) => doctor::run(&g, &a).await,
+    }
+}

@@ -1,0 +1,181 @@
+//! `aica serve`: backend and console in the foreground, with graceful shutdown.
+
+use super::{Failed, Global};
+use crate::console::{self, ConsoleState};
+use crate::http::{self, AppState};
+use crate::ops::pidfile::{PidInfo, RunLock};
+use crate::store::{ContentStore, SqliteStore};
+use crate::telemetry;
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Flags shared by `serve`, `up` and `restart`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// Address to bind (server.host).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Backend port (server.port; 0 picks a free one).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Console port (console.port; 0 picks a free one).
+    #[arg(long)]
+    pub console_port: Option<u16>,
+}
+
+impl ServeArgs {
+    pub fn overrides(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(h) = &self.host {
+            v.push(format!("server.host={h}"));
+        }
+        if let Some(p) = self.port {
+            v.push(format!("server.port={p}"));
+        }
+        if let Some(p) = self.console_port {
+            v.push(format!("console.port={p}"));
+        }
+        v
+    }
+}
+
+async fn bind(host: &str, port: u16, key: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind((host, port)).await.map_err(|e| {
+        super::usage(
+            format!("cannot listen on {host}:{port} ({key}): {e}"),
+            format!("'aica doctor' shows what holds the port; or choose another: --set {key}=PORT"),
+        )
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+pub async fn run(g: &Global, a: &ServeArgs) -> anyhow::Result<u8> {
+    let loaded = g.load(&a.overrides())?;
+    let (s, paths) = (&loaded.settings, &loaded.paths);
+    let lock = RunLock::acquire(&paths.run).map_err(|info| {
+        let who = info
+            .map(|i| format!(" (pid {}, backend {})", i.pid, i.backend))
+            .unwrap_or_default();
+        Failed(
+            1,
+            format!(
+                "aica is already running from {}{who}\nTry: aica status, or aica down to stop it",
+                paths.base.display()
+            ),
+        )
+    })?;
+    let redactor = crate::config::Redactor::new(&loaded.secrets);
+    let _log = telemetry::logging::init_server(
+        &paths.logs,
+        &s.logging.level,
+        s.logging.retention_days as usize,
+        redactor,
+    )?;
+    telemetry::metrics::handle();
+
+    let backend_listener = bind(&s.server.host, s.server.port, "server.port").await?;
+    let console_listener = bind(&s.server.host, s.console.port, "console.port").await?;
+    let backend_addr: SocketAddr = backend_listener.local_addr()?;
+    let console_addr: SocketAddr = console_listener.local_addr()?;
+
+    let db = paths.db.clone();
+    let (pool, seed) = (s.database.pool_size, s.database.seed_demo);
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db, pool, seed))
+        .await?
+        .with_context(|| format!("cannot open database {}", paths.db.display()))?;
+    let store: Arc<dyn ContentStore> = Arc::new(store);
+    let state = AppState::new(store.clone(), s.clone(), paths.data.clone());
+
+    // Integrity in the background: at start, then every interval.
+    let qc_state = state.clone();
+    let qc_every = Duration::from_secs(s.health.quick_check_interval_secs);
+    let qc_task = tokio::spawn(async move {
+        loop {
+            qc_state.refresh_quick_check().await;
+            tokio::time::sleep(qc_every).await;
+        }
+    });
+
+    let local = |a: SocketAddr| {
+        if a.ip().is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], a.port()))
+        } else {
+            a
+        }
+    };
+    let backend_url = if s.console.backend_url.is_empty() {
+        format!("http://{}", local(backend_addr))
+    } else {
+        s.console.backend_url.clone()
+    };
+    let now = time::OffsetDateTime::now_utc();
+    lock.publish(&PidInfo {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        started_at: crate::util::fmt_time(now),
+        started_unix: now.unix_timestamp(),
+        backend: local(backend_addr).to_string(),
+        console: local(console_addr).to_string(),
+        database: paths.db.display().to_string(),
+        log_dir: paths.logs.display().to_string(),
+    })
+    .with_context(|| format!("cannot write pid file in {}", paths.run.display()))?;
+    tracing::info!(backend = %backend_addr, console = %console_addr, database = %paths.db.display(), version = env!("CARGO_PKG_VERSION"), "aica serving");
+
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let backend = tokio::spawn(http::serve(
+        backend_listener,
+        http::app(state.clone()),
+        wait(rx.clone()),
+    ));
+    let console = tokio::spawn(http::serve(
+        console_listener,
+        console::app(ConsoleState::new(backend_url)),
+        wait(rx),
+    ));
+
+    shutdown_signal().await;
+    tracing::info!("shutdown requested: no new connections, finishing in-flight requests");
+    let _ = tx.send(true);
+    let grace = Duration::from_secs(s.server.shutdown_grace_secs);
+    if tokio::time::timeout(grace, async {
+        let _ = backend.await;
+        let _ = console.await;
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "in-flight requests did not finish within the grace period"
+        );
+    }
+    qc_task.abort();
+    let st = store.clone();
+    match tokio::task::spawn_blocking(move || st.checkpoint()).await {
+        Ok(Ok(())) => tracing::info!("WAL checkpointed"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+        Err(e) => tracing::warn!(error = %e, "WAL checkpoint task failed"),
+    }
+    tracing::info!("aica stopped");
+    drop(lock);
+    Ok(0)
+}

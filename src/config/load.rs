@@ -1,0 +1,405 @@
+//! Merging the configuration layers and remembering where each value came from.
+
+use super::{InvalidSetting, Paths, Settings};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use toml::{Table, Value};
+
+/// Where an effective value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File(PathBuf),
+    DotEnv(String),
+    Env(String),
+    Flag,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => write!(f, "default"),
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::DotEnv(k) => write!(f, ".env.production ({k})"),
+            Source::Env(k) => write!(f, "environment ({k})"),
+            Source::Flag => write!(f, "command line"),
+        }
+    }
+}
+
+/// What to read. `env` is passed in (not read here) so tests stay hermetic.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Working directory: home of `aica.toml`, `.env.production` and relative paths.
+    pub dir: PathBuf,
+    /// An explicit config file (must exist); otherwise `DIR/aica.toml` if present.
+    pub config_file: Option<PathBuf>,
+    /// The process environment (only `AICA_*` keys are used).
+    pub env: Vec<(String, String)>,
+    /// `section.key=value` overrides from the command line.
+    pub overrides: Vec<String>,
+}
+
+/// The effective settings and their provenance.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub settings: Settings,
+    pub paths: Paths,
+    /// `section.key` → where its value came from.
+    pub sources: BTreeMap<String, Source>,
+    /// Keys of `.env.production` that are not aica settings (values kept secret).
+    pub foreign_dotenv_keys: Vec<String>,
+    /// Values that must never be shown: foreign `.env.production` values, URL passwords.
+    pub secrets: Vec<String>,
+}
+
+/// A configuration that cannot be used; the message names the key and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid TOML: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("unknown setting {key:?} in {origin}; known settings: {known}")]
+    Unknown {
+        key: String,
+        origin: String,
+        known: String,
+    },
+    #[error("{key} from {origin}: {message}")]
+    Type {
+        key: String,
+        origin: String,
+        message: String,
+    },
+    #[error("{0} ({1})")]
+    Invalid(InvalidSetting, String),
+}
+
+/// Environment variables that configure aica without being settings.
+const NON_SETTING_ENV: [&str; 3] = ["AICA_CONFIG", "AICA_DIR", "AICA_LOG_STDERR"];
+
+/// Read every layer, merge, type-check and validate.
+pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
+    let defaults = Value::try_from(Settings::default()).expect("defaults serialise");
+    let defaults = defaults.as_table().expect("settings is a table").clone();
+    let mut flat: BTreeMap<String, (Value, Source)> = BTreeMap::new();
+    for (section, table) in &defaults {
+        for (key, value) in table.as_table().expect("sections are tables") {
+            flat.insert(format!("{section}.{key}"), (value.clone(), Source::Default));
+        }
+    }
+    let known = || flat_keys(&defaults);
+
+    // aica.toml
+    let file = match &opts.config_file {
+        Some(p) => Some(opts.dir.join(p)),
+        None => Some(opts.dir.join("aica.toml")).filter(|p| p.exists()),
+    };
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let table: Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: path.clone(),
+                message: e.message().to_string(),
+            })?;
+        for (section, value) in table {
+            let Some(inner) = value.as_table() else {
+                return Err(ConfigError::Unknown {
+                    key: section,
+                    origin: path.display().to_string(),
+                    known: known(),
+                });
+            };
+            for (key, v) in inner {
+                let full = format!("{section}.{key}");
+                let origin = path.display().to_string();
+                let Some(slot) = flat.get_mut(&full) else {
+                    return Err(ConfigError::Unknown {
+                        key: full,
+                        origin,
+                        known: known(),
+                    });
+                };
+                if std::mem::discriminant(&slot.0) != std::mem::discriminant(v) {
+                    return Err(ConfigError::Type {
+                        message: format!("expected {}, got {}", type_name(&slot.0), type_name(v)),
+                        key: full,
+                        origin,
+                    });
+                }
+                *slot = (v.clone(), Source::File(path.clone()));
+            }
+        }
+    }
+
+    // .env.production
+    let mut secrets = Vec::new();
+    let mut foreign = Vec::new();
+    let dotenv = opts.dir.join(".env.production");
+    if dotenv.exists() {
+        let iter = dotenvy::from_path_iter(&dotenv).map_err(|e| ConfigError::Parse {
+            path: dotenv.clone(),
+            message: e.to_string(),
+        })?;
+        for item in iter {
+            let (k, v) = item.map_err(|e| ConfigError::Parse {
+                path: dotenv.clone(),
+                message: e.to_string(),
+            })?;
+            let key = if k == "DATABASE_URL" {
+                Some("database.url".to_string())
+            } else {
+                env_key(&k)
+            };
+            match key {
+                Some(key) => set_str(&mut flat, &key, &v, Source::DotEnv(k), &known)?,
+                None => {
+                    if !NON_SETTING_ENV.contains(&k.as_str()) && !v.is_empty() {
+                        secrets.push(v);
+                    }
+                    foreign.push(k);
+                }
+            }
+        }
+    }
+
+    // AICA_* environment
+    for (k, v) in &opts.env {
+        if NON_SETTING_ENV.contains(&k.as_str()) {
+            continue;
+        }
+        if let Some(key) = env_key(k) {
+            set_str(&mut flat, &key, v, Source::Env(k.clone()), &known)?;
+        }
+    }
+
+    // --set section.key=value
+    for o in &opts.overrides {
+        let Some((k, v)) = o.split_once('=') else {
+            return Err(ConfigError::Type {
+                key: o.clone(),
+                origin: "command line".into(),
+                message: "expected section.key=value, for example server.port=8080".into(),
+            });
+        };
+        set_str(&mut flat, k.trim(), v.trim(), Source::Flag, &known)?;
+    }
+
+    let mut merged = Table::new();
+    let mut sources = BTreeMap::new();
+    for (full, (value, source)) in flat {
+        let (section, key) = full.split_once('.').expect("flat keys have a dot");
+        merged
+            .entry(section)
+            .or_insert_with(|| Value::Table(Table::new()))
+            .as_table_mut()
+            .expect("section table")
+            .insert(key.to_string(), value);
+        sources.insert(full, source);
+    }
+    let settings: Settings = Value::Table(merged)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Type {
+            key: "settings".into(),
+            origin: "merged configuration".into(),
+            message: e.message().to_string(),
+        })?;
+    if let Err(e) = settings.validate() {
+        let origin = sources
+            .get(&e.key)
+            .map(|s| format!("set by {s}"))
+            .unwrap_or_default();
+        return Err(ConfigError::Invalid(e, origin));
+    }
+    if let Some(pw) = super::redact::url_password(&settings.database.url) {
+        secrets.push(pw.to_string());
+    }
+    let paths = Paths::resolve(&settings, &opts.dir);
+    Ok(Loaded {
+        settings,
+        paths,
+        sources,
+        foreign_dotenv_keys: foreign,
+        secrets,
+    })
+}
+
+/// `AICA_SERVER_BODY_LIMIT_BYTES` → `server.body_limit_bytes`.
+fn env_key(k: &str) -> Option<String> {
+    let rest = k.strip_prefix("AICA_")?;
+    let (section, key) = rest.split_once('_')?;
+    Some(format!("{}.{}", section.to_lowercase(), key.to_lowercase()))
+}
+
+fn flat_keys(defaults: &Table) -> String {
+    let mut v = Vec::new();
+    for (s, t) in defaults {
+        for k in t.as_table().into_iter().flat_map(|t| t.keys()) {
+            v.push(format!("{s}.{k}"));
+        }
+    }
+    v.join(", ")
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::String(_) => "a string",
+        Value::Integer(_) => "an integer",
+        Value::Float(_) => "a number",
+        Value::Boolean(_) => "true or false",
+        Value::Datetime(_) => "a date",
+        Value::Array(_) => "a list",
+        Value::Table(_) => "a table",
+    }
+}
+
+/// Set a value given as text, converting it to the type of the default.
+fn set_str(
+    flat: &mut BTreeMap<String, (Value, Source)>,
+    key: &str,
+    raw: &str,
+    source: Source,
+    known: &dyn Fn() -> String,
+) -> Result<(), ConfigError> {
+    let origin = source.to_string();
+    let Some(slot) = flat.get_mut(key) else {
+        return Err(ConfigError::Unknown {
+            key: key.to_string(),
+            origin,
+            known: known(),
+        });
+    };
+    let bad = |message: String| ConfigError::Type {
+        key: key.to_string(),
+        origin: origin.clone(),
+        message,
+    };
+    let value = match &slot.0 {
+        Value::Integer(_) => Value::Integer(
+            raw.parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| bad(format!("expected a whole number, got {raw:?}")))?,
+        ),
+        Value::Boolean(_) => Value::Boolean(match raw.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => return Err(bad(format!("expected true or false, got {raw:?}"))),
+        }),
+        Value::Array(_) => Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_string()))
+                .collect(),
+        ),
+        _ => Value::String(raw.to_string()),
+    };
+    *slot = (value, source);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(dir: &Path) -> LoadOptions {
+        LoadOptions {
+            dir: dir.to_path_buf(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn layers_apply_in_order_with_sources() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("aica.toml"),
+            "[server]\nport = 8100\nrequest_timeout_secs = 5\n[cache]\nttl_secs = 7\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join(".env.production"),
+            "AICA_SERVER_PORT=8200\nAICA_CACHE_TTL_SECS=9\nSTRIPE_SECRET_KEY=sk_live_canary\n",
+        )
+        .unwrap();
+        let mut o = opts(d.path());
+        o.env = vec![
+            ("AICA_SERVER_PORT".into(), "8300".into()),
+            ("PATH".into(), "/bin".into()),
+        ];
+        o.overrides = vec!["server.port=8400".into()];
+        let l = load(&o).unwrap();
+        assert_eq!(l.settings.server.port, 8400);
+        assert_eq!(l.sources["server.port"], Source::Flag);
+        assert_eq!(l.settings.cache.ttl_secs, 9);
+        assert_eq!(
+            l.sources["cache.ttl_secs"],
+            Source::DotEnv("AICA_CACHE_TTL_SECS".into())
+        );
+        assert_eq!(l.settings.server.request_timeout_secs, 5);
+        assert!(matches!(
+            l.sources["server.request_timeout_secs"],
+            Source::File(_)
+        ));
+        assert_eq!(l.sources["server.host"], Source::Default);
+        assert_eq!(l.foreign_dotenv_keys, vec!["STRIPE_SECRET_KEY".to_string()]);
+        assert_eq!(l.secrets, vec!["sk_live_canary".to_string()]);
+    }
+
+    #[test]
+    fn errors_name_key_value_and_origin() {
+        let d = tempfile::tempdir().unwrap();
+        let mut o = opts(d.path());
+        o.env = vec![("AICA_SERVER_PORT".into(), "eighty".into())];
+        let e = load(&o).unwrap_err().to_string();
+        assert!(
+            e.contains("server.port") && e.contains("eighty") && e.contains("AICA_SERVER_PORT"),
+            "{e}"
+        );
+
+        o.env = vec![("AICA_SERVER_PROT".into(), "1".into())];
+        let e = load(&o).unwrap_err().to_string();
+        assert!(
+            e.contains("server.prot") && e.contains("server.port"),
+            "{e}"
+        );
+
+        o.env = vec![("AICA_LOGGING_LEVEL".into(), "loud".into())];
+        let e = load(&o).unwrap_err().to_string();
+        assert!(
+            e.contains("logging.level") && e.contains("AICA_LOGGING_LEVEL"),
+            "{e}"
+        );
+
+        std::fs::write(d.path().join("aica.toml"), "[server]\nport = \"x\"\n").unwrap();
+        let e = load(&opts(d.path())).unwrap_err().to_string();
+        assert!(e.contains("server.port") && e.contains("integer"), "{e}");
+
+        std::fs::write(d.path().join("aica.toml"), "[server\n").unwrap();
+        let e = load(&opts(d.path())).unwrap_err().to_string();
+        assert!(e.contains("aica.toml") && e.contains("TOML"), "{e}");
+    }
+
+    #[test]
+    fn database_url_from_dotenv_and_password_is_secret() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join(".env.production"),
+            "DATABASE_URL=sqlite:///./x.db\n",
+        )
+        .unwrap();
+        let l = load(&opts(d.path())).unwrap();
+        assert_eq!(l.paths.db, d.path().join("./x.db"));
+        assert!(l.secrets.is_empty());
+    }
+}

@@ -1,0 +1,114 @@
+//! The web console on :3000: an overview page and `/api/health`, both built from
+//! real calls to the backend over HTTP, so the console can also run apart from it.
+//! New pages go in `pages` next to `overview`.
+
+mod overview;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// What console handlers share.
+#[derive(Clone)]
+pub struct ConsoleState {
+    /// Base URL of the backend, without trailing slash.
+    pub backend: String,
+    pub client: reqwest::Client,
+}
+
+impl ConsoleState {
+    pub fn new(backend: String) -> ConsoleState {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build()
+            .expect("an HTTP client without TLS always builds");
+        ConsoleState {
+            backend: backend.trim_end_matches('/').to_string(),
+            client,
+        }
+    }
+
+    /// GET a backend path; returns (HTTP status, JSON body, round trip) or why it failed.
+    pub async fn fetch(&self, path: &str) -> Result<(u16, Value, Duration), String> {
+        let start = Instant::now();
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.backend))
+            .send()
+            .await
+            .map_err(|e| format!("backend unreachable at {}: {e}", self.backend))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .json::<Value>()
+            .await
+            .map_err(|e| format!("backend sent no JSON: {e}"))?;
+        Ok((status, body, start.elapsed()))
+    }
+}
+
+/// `/api/health`: the console is up and the backend's `/health` passes.
+async fn api_health(axum::extract::State(st): axum::extract::State<ConsoleState>) -> Response {
+    let now = crate::util::now();
+    let (status, check) = match st.fetch("/health").await {
+        Ok((code, body, took)) => {
+            let s = body
+                .get("status")
+                .and_then(Value::as_str)
+                .unwrap_or("fail")
+                .to_string();
+            let s = if code >= 500 { "fail".to_string() } else { s };
+            (
+                s.clone(),
+                json!({"status": s, "observedValue": took.as_secs_f64() * 1000.0, "observedUnit": "ms",
+                               "httpStatus": code, "time": now, "backend": body}),
+            )
+        }
+        Err(e) => (
+            "fail".into(),
+            json!({"status": "fail", "output": e, "time": now}),
+        ),
+    };
+    let code = if status == "fail" {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let body = json!({
+        "status": status,
+        "serviceId": "aica-console",
+        "version": env!("CARGO_PKG_VERSION"),
+        "checks": { "console:process": [{"status": "pass", "time": now}], "backend:health": [check] },
+    });
+    let mut resp = (code, Json(body)).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/health+json"),
+    );
+    resp
+}
+
+/// The console application.
+pub fn app(state: ConsoleState) -> Router {
+    let router = Router::new()
+        .route("/", get(overview::page))
+        .route("/api/health", get(api_health))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                Json(crate::http::error::error_body(
+                    "not_found",
+                    "no such console page",
+                    None,
+                )),
+            )
+        })
+        .with_state(state);
+    crate::http::security_headers(
+        router,
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        false,
+    )
+}

@@ -1,0 +1,190 @@
+//! Query-string parsing with errors that name the parameter and what is allowed.
+
+use super::error::ApiError;
+use crate::store::{
+    ARTICLE_STATUSES, ArticleFilter, NEWSLETTER_STATUSES, NewsletterFilter, Paging, TrendFilter,
+    normalize_time,
+};
+use std::collections::HashMap;
+
+pub const MAX_LIMIT: i64 = 100;
+const MAX_SKIP: i64 = 10_000_000;
+const MAX_TEXT: usize = 100;
+
+/// Parsed query parameters, checked against an allowlist.
+pub struct Query(HashMap<String, String>);
+
+impl Query {
+    pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Query, ApiError> {
+        let mut map = HashMap::new();
+        for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+            if !allowed.contains(&k.as_ref()) {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {:?}; allowed: {}",
+                    truncate(&k),
+                    allowed.join(", ")
+                )));
+            }
+            if map.insert(k.to_string(), v.to_string()).is_some() {
+                return Err(ApiError::bad_request(format!(
+                    "query parameter {k:?} is given more than once"
+                )));
+            }
+        }
+        Ok(Query(map))
+    }
+
+    fn int(&self, key: &str, default: i64, min: i64, max: i64) -> Result<i64, ApiError> {
+        match self.0.get(key).filter(|v| !v.is_empty()) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (min..=max).contains(n))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "query parameter {key:?} must be a whole number from {min} to {max}, got {:?}",
+                        truncate(v)
+                    ))
+                }),
+        }
+    }
+
+    fn text(&self, key: &str) -> Result<Option<String>, ApiError> {
+        match self.0.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) if v.chars().count() > MAX_TEXT || v.chars().any(char::is_control) => {
+                Err(ApiError::bad_request(format!(
+                    "query parameter {key:?} must be at most {MAX_TEXT} printable characters"
+                )))
+            }
+            Some(v) => Ok(Some(v.to_string())),
+        }
+    }
+
+    fn one_of(&self, key: &str, allowed: &[&str]) -> Result<Option<String>, ApiError> {
+        let v = self.text(key)?;
+        if let Some(s) = &v {
+            if !allowed.contains(&s.as_str()) {
+                return Err(ApiError::bad_request(format!(
+                    "query parameter {key:?} must be one of {}, got {:?}",
+                    allowed.join(", "),
+                    truncate(s)
+                )));
+            }
+        }
+        Ok(v)
+    }
+
+    fn range(&self) -> Result<(Option<String>, Option<String>), ApiError> {
+        let parse = |key: &str, end: bool| -> Result<Option<String>, ApiError> {
+            match self.text(key)? {
+                None => Ok(None),
+                Some(v) => normalize_time(&v, end).map(Some).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "query parameter {key:?} must be a date (2026-01-31) or RFC 3339 time (2026-01-31T09:00:00Z), got {:?}",
+                        truncate(&v)
+                    ))
+                }),
+            }
+        };
+        let (from, to) = (parse("from", false)?, parse("to", true)?);
+        if let (Some(f), Some(t)) = (&from, &to) {
+            if f > t {
+                return Err(ApiError::bad_request(
+                    "query parameter \"from\" is after \"to\"; swap them",
+                ));
+            }
+        }
+        Ok((from, to))
+    }
+
+    pub fn paging(&self) -> Result<Paging, ApiError> {
+        Ok(Paging {
+            skip: self.int("skip", 0, 0, MAX_SKIP)?,
+            limit: self.int("limit", 20, 1, MAX_LIMIT)?,
+        })
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
+pub const ARTICLE_PARAMS: &[&str] = &[
+    "skip", "limit", "category", "tag", "author", "status", "from", "to",
+];
+pub const TREND_PARAMS: &[&str] = &["skip", "limit", "category", "name", "from", "to"];
+pub const NEWSLETTER_PARAMS: &[&str] = &["skip", "limit", "status", "from", "to"];
+
+pub fn article_filter(raw: Option<&str>) -> Result<ArticleFilter, ApiError> {
+    let q = Query::parse(raw, ARTICLE_PARAMS)?;
+    let (from, to) = q.range()?;
+    Ok(ArticleFilter {
+        paging: q.paging()?,
+        category: q.text("category")?,
+        tag: q.text("tag")?.map(|t| t.to_lowercase()),
+        author: q.text("author")?,
+        status: q.one_of("status", &ARTICLE_STATUSES)?,
+        from,
+        to,
+    })
+}
+
+pub fn trend_filter(raw: Option<&str>) -> Result<TrendFilter, ApiError> {
+    let q = Query::parse(raw, TREND_PARAMS)?;
+    let (from, to) = q.range()?;
+    Ok(TrendFilter {
+        paging: q.paging()?,
+        category: q.text("category")?,
+        name: q.text("name")?,
+        from,
+        to,
+    })
+}
+
+pub fn newsletter_filter(raw: Option<&str>) -> Result<NewsletterFilter, ApiError> {
+    let q = Query::parse(raw, NEWSLETTER_PARAMS)?;
+    let (from, to) = q.range()?;
+    Ok(NewsletterFilter {
+        paging: q.paging()?,
+        status: q.one_of("status", &NEWSLETTER_STATUSES)?,
+        from,
+        to,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(r: Result<ArticleFilter, ApiError>) -> String {
+        r.unwrap_err().message
+    }
+
+    #[test]
+    fn limits_and_unknowns() {
+        assert_eq!(
+            article_filter(Some("limit=100&skip=5")).unwrap().paging,
+            Paging {
+                skip: 5,
+                limit: 100
+            }
+        );
+        assert!(msg(article_filter(Some("limit=0"))).contains("1 to 100"));
+        assert!(msg(article_filter(Some("limit=-1"))).contains("1 to 100"));
+        assert!(msg(article_filter(Some("limit=99999999999999999999"))).contains("\"limit\""));
+        assert!(msg(article_filter(Some("colour=red"))).contains("allowed: skip"));
+        assert!(msg(article_filter(Some("limit=1&limit=2"))).contains("more than once"));
+        assert!(msg(article_filter(Some("status=gone"))).contains("draft, published"));
+        assert!(msg(article_filter(Some("from=2026-02-01&to=2026-01-01"))).contains("swap"));
+        assert!(msg(article_filter(Some("from=yesterday"))).contains("RFC 3339"));
+    }
+
+    #[test]
+    fn sql_metacharacters_are_just_text() {
+        let f = article_filter(Some("category=%27%3B%20DROP%20TABLE%20articles%3B--")).unwrap();
+        assert_eq!(f.category.as_deref(), Some("'; DROP TABLE articles;--"));
+    }
+}

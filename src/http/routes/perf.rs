@@ -1,0 +1,67 @@
+//! `/metrics` (Prometheus) and the performance statistics endpoints.
+
+use crate::http::AppState;
+use crate::http::auth::{self, Role};
+use crate::http::error::ApiError;
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use std::net::SocketAddr;
+
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    metrics::gauge!("aica_uptime_seconds").set(st.stats.uptime().as_secs_f64());
+    let store = st.store.clone();
+    if let Ok(Ok(size)) = tokio::task::spawn_blocking(move || store.size_bytes()).await {
+        metrics::gauge!("aica_db_size_bytes").set(size as f64);
+    }
+    let body = tokio::task::spawn_blocking(crate::telemetry::metrics::render)
+        .await
+        .unwrap_or_default();
+    let mut resp = body.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}
+
+pub async fn stats(State(st): State<AppState>) -> Response {
+    let snap = st.stats.snapshot();
+    let (hits, misses) = st.cache.counts();
+    let ratio = if hits + misses == 0 {
+        0.0
+    } else {
+        hits as f64 / (hits + misses) as f64
+    };
+    Json(json!({
+        "requests": snap,
+        "cache": {"hits": hits, "misses": misses, "hit_ratio": ratio, "entries": st.cache.entries()},
+        "process": {
+            "resident_memory_bytes": crate::util::rss_bytes(),
+            "uptime_seconds": st.stats.uptime().as_secs_f64(),
+        },
+    }))
+    .into_response()
+}
+
+pub async fn reset(
+    State(st): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let actor = auth::require(
+        &st,
+        &headers,
+        addr,
+        Role::Admin,
+        "performance.reset",
+        "performance stats".into(),
+    )
+    .await?;
+    st.stats.reset();
+    st.cache.reset_counts();
+    auth::audit_ok(&st, &actor, "performance.reset", "performance stats".into()).await;
+    Ok(Json(json!({"reset": true})).into_response())
+}

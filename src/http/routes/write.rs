@@ -1,0 +1,305 @@
+//! Editor writes (articles, trends, newsletters) and the admin audit view; each
+//! needs an API key, and each outcome lands in the audit trail.
+
+use crate::http::auth::{self, Role};
+use crate::http::error::ApiError;
+use crate::http::{AppState, params};
+use crate::store::{ArticleInput, ContentStore, NewsletterInput, TrendInput, valid_slug};
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Unwrap a JSON body, turning a rejection into our error with a clear message.
+fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    payload.map(|Json(v)| v).map_err(|r| {
+        let status = r.status();
+        let code = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
+            _ => "bad_request",
+        };
+        let hint = if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+            "; send 'Content-Type: application/json'"
+        } else {
+            ""
+        };
+        ApiError::new(status, code, format!("{}{hint}", r.body_text()))
+    })
+}
+
+fn id(raw: &str, what: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "a {what} id is a positive whole number, got {:?}",
+            raw.chars().take(40).collect::<String>()
+        ))
+    })
+}
+
+fn slug(raw: &str) -> Result<(), ApiError> {
+    if valid_slug(raw) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "an article slug is 1 to 120 characters of a-z, 0-9 and '-'",
+        ))
+    }
+}
+
+/// Authenticate, validate, run the write on a blocking thread, audit, invalidate the cache.
+async fn write<T, F>(
+    st: &AppState,
+    headers: &HeaderMap,
+    addr: SocketAddr,
+    action: &'static str,
+    target: String,
+    created: bool,
+    f: F,
+) -> Result<Response, ApiError>
+where
+    T: Serialize + Send + 'static,
+    F: FnOnce(&dyn ContentStore) -> Result<Option<T>, ApiError> + Send + 'static,
+{
+    let actor = auth::require(st, headers, addr, Role::Editor, action, target.clone()).await?;
+    let store: Arc<dyn ContentStore> = st.store.clone();
+    let out = tokio::task::spawn_blocking(move || f(&*store)).await?;
+    let out = match out {
+        Ok(Some(v)) => v,
+        Ok(None) => return Err(ApiError::not_found(format!("{target} does not exist"))),
+        Err(e) => return Err(e),
+    };
+    st.cache.invalidate();
+    auth::audit_ok(st, &actor, action, target).await;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(out)).into_response())
+}
+
+#[derive(Serialize)]
+struct Deleted {
+    deleted: String,
+}
+
+pub async fn create_article(
+    State(st): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    payload: Result<Json<ArticleInput>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let mut input = body(payload)?;
+    let target = format!("article {}", input.slug);
+    input.validate().map_err(ApiError::bad_request)?;
+    write(
+        &st,
+        &headers,
+        addr,
+        "article.create",
+        target,
+        true,
+        move |s| Ok(Some(s.create_article(&input)?)),
+    )
+    .await
+}
+
+pub async fn update_article(
+    State(st): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path(old): Path<String>,
+    headers: HeaderMap,
+    payload: Result<Json<ArticleInput>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    slug(&old)?;
+    let mut input = body(payload)?;
+    input.validate().map_err(ApiError::bad_request)?;
+    write(
+        &st,
+        &headers,
+        addr,
+        "article.update",
+        format!("article {old}"),
+        false,
+        move |s| Ok(s.update_article(&old, &input)?),
+    )
+    .await
+}
+
+pub async fn delete_article(
+    State(st): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path(old): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    slug(&old)?;
+    let target = format!("article {old}");
+    let t = target.clone();
+    write(
+        &st,
+        &headers,
+        addr,
+        "article.delete",
+        target,
+        false,
+        move |s| Ok(s.delete_article(&old)?.then_some(Deleted { deleted: t })),
+    )
+    .await
+}
+
+pub async fn create_trend(
+    State(st): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    payload: Result<Json<TrendInput>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let mut input = body(payload)?;
+    input.validate().map_err(ApiError::bad_request)?;
+    let target = format!("trend {} {}", input.name, input.period);
+    write(
+        &st,
+        &headers,
+        addr,
+        "trend.create",
+        target,
+        true,
+        move |s| Ok(Some(s.create_trend(&input)?)),
+    )
+    .await
+}
+
+pub async fn update_trend(
+    State(st): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    payload: Result<Json<TrendInput>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let id = id(&raw, "trend")?;
+    let mut input = body(payload)?;
+    input.validate().map_err(ApiError::bad_request)?;
+    write(
+        &st,
+        &headers,
+        addr,
+        "trend.update",
+        format!("trend {id}"),
+        false,
+        move |s| Ok(s.update_trend(id, &input)?),
+    )
+    .await
+}
+
+pub async fn delete_trend(
+    State(st): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = id(&raw, "trend")?;
+    let target = format!("trend {id}");
+    let t = target.clone();
+    write(
+        &st,
+        &headers,
+        addr,
+        "trend.delete",
+        target,
+        false,
+        move |s| Ok(s.delete_trend(id)?.then_some(Deleted { deleted: t })),
+    )
+    .await
+}
+
+pub async fn create_newsletter(
+    State(st): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    payload: Result<Json<NewsletterInput>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let mut input = body(payload)?;
+    input.validate().map_err(ApiError::bad_request)?;
+    let target = format!("newsletter {}", input.slug);
+    write(
+        &st,
+        &headers,
+        addr,
+        "newsletter.create",
+        target,
+        true,
+        move |s| Ok(Some(s.create_newsletter(&input)?)),
+    )
+    .await
+}
+
+pub async fn update_newsletter(
+    State(st): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    payload: Result<Json<NewsletterInput>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let id = id(&raw, "newsletter")?;
+    let mut input = body(payload)?;
+    input.validate().map_err(ApiError::bad_request)?;
+    write(
+        &st,
+        &headers,
+        addr,
+        "newsletter.update",
+        format!("newsletter {id}"),
+        false,
+        move |s| Ok(s.update_newsletter(id, &input)?),
+    )
+    .await
+}
+
+pub async fn delete_newsletter(
+    State(st): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = id(&raw, "newsletter")?;
+    let target = format!("newsletter {id}");
+    let t = target.clone();
+    write(
+        &st,
+        &headers,
+        addr,
+        "newsletter.delete",
+        target,
+        false,
+        move |s| Ok(s.delete_newsletter(id)?.then_some(Deleted { deleted: t })),
+    )
+    .await
+}
+
+/// `GET /api/audit?limit=N` (admin): the newest audit entries.
+pub async fn audit_log(
+    State(st): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = params::Query::parse(q.as_deref(), &["skip", "limit"])?;
+    let limit = q.paging()?.limit as u32;
+    auth::require(
+        &st,
+        &headers,
+        addr,
+        Role::Admin,
+        "audit.read",
+        "audit log".into(),
+    )
+    .await?;
+    let store = st.store.clone();
+    let rows = tokio::task::spawn_blocking(move || store.recent_audit(limit)).await??;
+    Ok(Json(rows).into_response())
+}

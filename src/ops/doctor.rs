@@ -1,0 +1,286 @@
+//! `aica doctor`: each reason aica might not start, checked for real, with the fix.
+
+use crate::config::Loaded;
+use crate::ops::pidfile::{self, RunState};
+use serde::Serialize;
+use std::net::TcpListener;
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Pass,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub level: Level,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+fn check(name: &str, level: Level, message: impl Into<String>, fix: Option<String>) -> Check {
+    Check {
+        name: name.into(),
+        level,
+        message: message.into(),
+        fix,
+    }
+}
+
+/// The configuration could not be loaded: the one check that stops the rest.
+pub fn config_failed(error: &str) -> Check {
+    check(
+        "config",
+        Level::Fail,
+        error,
+        Some("fix the setting named above; 'aica config default' lists every setting".into()),
+    )
+}
+
+/// Run every check against loaded settings.
+pub fn run(l: &Loaded) -> Vec<Check> {
+    let mut out = vec![check(
+        "config",
+        Level::Pass,
+        format!(
+            "settings parse and validate ({} from files, environment or flags)",
+            l.sources
+                .values()
+                .filter(|s| **s != crate::config::Source::Default)
+                .count()
+        ),
+        None,
+    )];
+    out.push(dotenv(&l.paths.base));
+    let running = match pidfile::state(&l.paths.run) {
+        RunState::Running(info) => {
+            let pid = info
+                .as_ref()
+                .map(|i| i.pid.to_string())
+                .unwrap_or_else(|| "?".into());
+            out.push(check(
+                "pid file",
+                Level::Pass,
+                format!("aica is running (pid {pid})"),
+                None,
+            ));
+            info
+        }
+        RunState::Stale(info) => {
+            let pid = info
+                .map(|i| i.pid.to_string())
+                .unwrap_or_else(|| "?".into());
+            out.push(check(
+                "pid file",
+                Level::Warn,
+                format!("stale pid file from pid {pid}, which is no longer running"),
+                Some("'aica up' removes it on start; or delete run/aica.pid".into()),
+            ));
+            None
+        }
+        RunState::NotRunning => {
+            out.push(check(
+                "pid file",
+                Level::Pass,
+                "aica is not running; no stale pid file",
+                None,
+            ));
+            None
+        }
+    };
+    let s = &l.settings;
+    for (name, key, port, published) in [
+        (
+            "backend port",
+            "server.port",
+            s.server.port,
+            running.as_ref().map(|i| i.backend.clone()),
+        ),
+        (
+            "console port",
+            "console.port",
+            s.console.port,
+            running.as_ref().map(|i| i.console.clone()),
+        ),
+    ] {
+        out.push(port_check(name, key, &s.server.host, port, published));
+    }
+    for (name, dir) in [
+        ("data dir", &l.paths.data),
+        ("log dir", &l.paths.logs),
+        ("backup dir", &l.paths.backups),
+        ("run dir", &l.paths.run),
+    ] {
+        out.push(writable(name, dir));
+    }
+    out.push(database(&l.paths.db));
+    out.push(disk(
+        &l.paths.data,
+        s.health.disk_warn_free_mib,
+        s.health.disk_fail_free_mib,
+    ));
+    out
+}
+
+fn dotenv(base: &Path) -> Check {
+    let p = base.join(".env.production");
+    match std::fs::metadata(&p) {
+        Err(_) => check(
+            ".env.production",
+            Level::Pass,
+            "not present (optional; defaults, aica.toml and AICA_* apply)",
+            None,
+        ),
+        Ok(m) => {
+            use std::os::unix::fs::PermissionsExt;
+            if m.permissions().mode() & 0o004 != 0 {
+                check(
+                    ".env.production",
+                    Level::Warn,
+                    "present and readable by every user on this machine",
+                    Some(format!("chmod 600 {}", p.display())),
+                )
+            } else {
+                check(
+                    ".env.production",
+                    Level::Pass,
+                    "present, readable only by its owner and group",
+                    None,
+                )
+            }
+        }
+    }
+}
+
+fn port_check(name: &str, key: &str, host: &str, port: u16, published: Option<String>) -> Check {
+    if port == 0 {
+        return check(
+            name,
+            Level::Pass,
+            format!("{key} = 0: a free port is chosen at start"),
+            None,
+        );
+    }
+    if let Some(addr) = published.filter(|a| a.ends_with(&format!(":{port}"))) {
+        return check(
+            name,
+            Level::Pass,
+            format!("{addr} is served by the running aica"),
+            None,
+        );
+    }
+    match TcpListener::bind((host, port)) {
+        Ok(_) => check(name, Level::Pass, format!("{host}:{port} is free"), None),
+        Err(e) => check(
+            name,
+            Level::Fail,
+            format!("cannot bind {host}:{port}: {e}"),
+            Some(format!(
+                "stop what holds it (ss -ltnp 'sport = :{port}') or choose another port: --set {key}=PORT"
+            )),
+        ),
+    }
+}
+
+fn writable(name: &str, dir: &Path) -> Check {
+    let probe = dir.join(format!(".aica-doctor-{}", std::process::id()));
+    let res = std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::write(&probe, b"ok"))
+        .and_then(|_| std::fs::remove_file(&probe));
+    match res {
+        Ok(()) => check(
+            name,
+            Level::Pass,
+            format!("{} is writable", dir.display()),
+            None,
+        ),
+        Err(e) => check(
+            name,
+            Level::Fail,
+            format!("{} is not writable: {e}", dir.display()),
+            Some(format!(
+                "chown/chmod {} for the user running aica, or point the paths.* setting elsewhere",
+                dir.display()
+            )),
+        ),
+    }
+}
+
+fn database(db: &Path) -> Check {
+    if !db.exists() {
+        return check(
+            "database",
+            Level::Pass,
+            format!(
+                "{} does not exist yet; it is created and migrated on first start",
+                db.display()
+            ),
+            None,
+        );
+    }
+    let res = crate::store::SqliteStore::quick_check_file(db).and_then(|problem| {
+        let conn =
+            rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        Ok((problem, v))
+    });
+    match res {
+        Ok((None, v)) if v <= crate::store::SCHEMA_VERSION => {
+            check("database", Level::Pass, format!("{} opens, quick_check ok, schema version {v}", db.display()), None)
+        }
+        Ok((None, v)) => check(
+            "database",
+            Level::Fail,
+            format!("{} has schema version {v}, newer than this aica supports ({})", db.display(), crate::store::SCHEMA_VERSION),
+            Some("upgrade aica, or restore a backup made by this version".into()),
+        ),
+        Ok((Some(problem), _)) => check(
+            "database",
+            Level::Fail,
+            format!("{} fails quick_check: {problem}", db.display()),
+            Some("restore the newest verified backup ('make restore'); keep the damaged file for analysis".into()),
+        ),
+        Err(e) => check(
+            "database",
+            Level::Fail,
+            format!("{} cannot be opened as SQLite: {e}", db.display()),
+            Some("check the file is an aica database and readable; restore a backup if it is damaged".into()),
+        ),
+    }
+}
+
+fn disk(dir: &Path, warn_mib: u64, fail_mib: u64) -> Check {
+    let probe = if dir.exists() {
+        dir
+    } else {
+        dir.parent().unwrap_or(Path::new("/"))
+    };
+    match crate::util::free_disk_bytes(probe) {
+        Ok(free) => {
+            let mib = free / (1024 * 1024);
+            let msg = format!("{mib} MiB free on the volume of {}", dir.display());
+            let fix = Some(
+                "free space (old logs, old backups: 'du -sh logs backups') or move paths.data_dir"
+                    .to_string(),
+            );
+            if mib < fail_mib {
+                check("disk", Level::Fail, msg, fix)
+            } else if mib < warn_mib {
+                check("disk", Level::Warn, msg, fix)
+            } else {
+                check("disk", Level::Pass, msg, None)
+            }
+        }
+        Err(e) => check(
+            "disk",
+            Level::Warn,
+            format!("cannot read free space of {}: {e}", probe.display()),
+            None,
+        ),
+    }
+}

@@ -1,0 +1,95 @@
+//! The content store: the interface every backend implements, its types and errors.
+//!
+//! Only [`sqlite`] exists today. Everything above this module talks to
+//! `dyn ContentStore`, so a PostgreSQL store for multi-replica deployments can be
+//! added without touching HTTP or CLI code. Operations that only make sense for an
+//! embedded SQLite file say so and return [`StoreError::Unsupported`] elsewhere.
+
+mod keys;
+mod model;
+mod queries;
+mod schema;
+mod seed;
+mod sqlite;
+
+pub use model::*;
+pub use schema::SCHEMA_VERSION;
+pub use sqlite::SqliteStore;
+
+use std::time::Duration;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("database connection pool: {0}")]
+    Pool(#[from] r2d2::Error),
+    #[error(
+        "the database schema is version {found}, newer than this aica (version {supported}); upgrade aica or restore an older backup"
+    )]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("{0} is only available for the SQLite store")]
+    Unsupported(&'static str),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Schema state as seen by the readiness probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SchemaStatus {
+    pub current: i64,
+    pub expected: i64,
+}
+
+impl SchemaStatus {
+    pub fn is_current(&self) -> bool {
+        self.current == self.expected
+    }
+}
+
+/// Everything the service needs from a database.
+pub trait ContentStore: Send + Sync {
+    /// Short name of the backend ("sqlite").
+    fn backend(&self) -> &'static str;
+    /// A trivial round trip; returns how long it took.
+    fn ping(&self) -> Result<Duration>;
+    fn schema_status(&self) -> Result<SchemaStatus>;
+
+    fn list_articles(&self, f: &ArticleFilter) -> Result<Page<ArticleSummary>>;
+    fn get_article(&self, slug: &str) -> Result<Option<Article>>;
+    fn create_article(&self, input: &ArticleInput) -> Result<Article>;
+    fn update_article(&self, slug: &str, input: &ArticleInput) -> Result<Option<Article>>;
+    fn delete_article(&self, slug: &str) -> Result<bool>;
+
+    fn list_trends(&self, f: &TrendFilter) -> Result<Page<Trend>>;
+    fn create_trend(&self, input: &TrendInput) -> Result<Trend>;
+    fn update_trend(&self, id: i64, input: &TrendInput) -> Result<Option<Trend>>;
+    fn delete_trend(&self, id: i64) -> Result<bool>;
+
+    fn list_newsletters(&self, f: &NewsletterFilter) -> Result<Page<Newsletter>>;
+    fn create_newsletter(&self, input: &NewsletterInput) -> Result<Newsletter>;
+    fn update_newsletter(&self, id: i64, input: &NewsletterInput) -> Result<Option<Newsletter>>;
+    fn delete_newsletter(&self, id: i64) -> Result<bool>;
+
+    fn dashboard(&self) -> Result<Dashboard>;
+
+    fn create_key(&self, key: &NewApiKey) -> Result<()>;
+    /// The unrevoked key with this hash; records its use.
+    fn find_key(&self, hash: &str) -> Result<Option<ApiKey>>;
+    fn list_keys(&self) -> Result<Vec<ApiKey>>;
+    fn revoke_key(&self, name: &str) -> Result<bool>;
+    fn audit(&self, entry: &AuditEntry) -> Result<()>;
+    fn recent_audit(&self, limit: u32) -> Result<Vec<AuditEntry>>;
+
+    /// `PRAGMA quick_check` (SQLite only): `Ok(None)` when clean, else the first problem.
+    fn quick_check(&self) -> Result<Option<String>>;
+    /// Checkpoint and truncate the WAL (SQLite only), as done at shutdown.
+    fn checkpoint(&self) -> Result<()>;
+    /// Size of the database files on disk in bytes (SQLite only).
+    fn size_bytes(&self) -> Result<u64>;
+}

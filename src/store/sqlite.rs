@@ -1,0 +1,247 @@
+//! The SQLite store: a pooled, WAL-mode embedded database.
+
+use super::{ContentStore, Result, SchemaStatus, StoreError, schema, seed};
+use rusqlite::{Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Opens pooled connections with the pragmas every connection needs.
+#[derive(Debug)]
+struct Manager {
+    path: PathBuf,
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Connection;
+    type Error = rusqlite::Error;
+
+    fn connect(&self) -> rusqlite::Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        configure(&conn)?;
+        Ok(conn)
+    }
+
+    fn is_valid(&self, conn: &mut Connection) -> rusqlite::Result<()> {
+        conn.execute_batch("")
+    }
+
+    fn has_broken(&self, _: &mut Connection) -> bool {
+        false
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;
+    Ok(())
+}
+
+/// The SQLite implementation of [`ContentStore`].
+pub struct SqliteStore {
+    pool: r2d2::Pool<Manager>,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Create (if needed), migrate and, when `seed_demo` and empty, fill the database.
+    pub fn open(path: &Path, pool_size: u32, seed_demo: bool) -> Result<SqliteStore> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Invalid(format!(
+                    "cannot create database directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        {
+            let mut conn = Connection::open(path)?;
+            configure(&conn)?;
+            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            if mode != "wal" {
+                tracing::warn!(mode, "database is not in WAL mode");
+            }
+            schema::migrate(&mut conn)?;
+            if seed_demo {
+                seed::seed_if_empty(&mut conn)?;
+            }
+        }
+        let pool = r2d2::Pool::builder()
+            .max_size(pool_size)
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(10))
+            .build(Manager {
+                path: path.to_path_buf(),
+            })?;
+        Ok(SqliteStore {
+            pool,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Open an existing database read-only for diagnosis, without migrating.
+    pub fn quick_check_file(path: &Path) -> Result<Option<String>> {
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        quick_check(&conn)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> Result<r2d2::PooledConnection<Manager>> {
+        Ok(self.pool.get()?)
+    }
+
+    /// Run `f` with a connection, recording its duration in the DB histogram.
+    pub(super) fn with<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut Connection) -> Result<T>,
+    ) -> Result<T> {
+        let start = Instant::now();
+        let mut c = self.conn()?;
+        let out = f(&mut c);
+        metrics::histogram!("aica_db_query_duration_seconds", "op" => op)
+            .record(start.elapsed().as_secs_f64());
+        out
+    }
+}
+
+fn quick_check(conn: &Connection) -> Result<Option<String>> {
+    let first: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+    Ok(if first == "ok" { None } else { Some(first) })
+}
+
+impl ContentStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn ping(&self) -> Result<Duration> {
+        let start = Instant::now();
+        self.with("ping", |c| {
+            Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)
+        })?;
+        Ok(start.elapsed())
+    }
+
+    fn schema_status(&self) -> Result<SchemaStatus> {
+        let current = self.with("schema", |c| Ok(schema::current_version(c)?))?;
+        Ok(SchemaStatus {
+            current,
+            expected: schema::SCHEMA_VERSION,
+        })
+    }
+
+    fn list_articles(
+        &self,
+        f: &super::ArticleFilter,
+    ) -> Result<super::Page<super::ArticleSummary>> {
+        self.with("list_articles", |c| super::queries::list_articles(c, f))
+    }
+    fn get_article(&self, slug: &str) -> Result<Option<super::Article>> {
+        self.with("get_article", |c| super::queries::get_article(c, slug))
+    }
+    fn create_article(&self, i: &super::ArticleInput) -> Result<super::Article> {
+        self.with("write_article", |c| super::queries::create_article(c, i))
+    }
+    fn update_article(
+        &self,
+        slug: &str,
+        i: &super::ArticleInput,
+    ) -> Result<Option<super::Article>> {
+        self.with("write_article", |c| {
+            super::queries::update_article(c, slug, i)
+        })
+    }
+    fn delete_article(&self, slug: &str) -> Result<bool> {
+        self.with("write_article", |c| {
+            super::queries::delete(c, "articles", "slug", &slug)
+        })
+    }
+    fn list_trends(&self, f: &super::TrendFilter) -> Result<super::Page<super::Trend>> {
+        self.with("list_trends", |c| super::queries::list_trends(c, f))
+    }
+    fn create_trend(&self, i: &super::TrendInput) -> Result<super::Trend> {
+        self.with("write_trend", |c| super::queries::create_trend(c, i))
+    }
+    fn update_trend(&self, id: i64, i: &super::TrendInput) -> Result<Option<super::Trend>> {
+        self.with("write_trend", |c| super::queries::update_trend(c, id, i))
+    }
+    fn delete_trend(&self, id: i64) -> Result<bool> {
+        self.with("write_trend", |c| {
+            super::queries::delete(c, "trends", "id", &id)
+        })
+    }
+    fn list_newsletters(
+        &self,
+        f: &super::NewsletterFilter,
+    ) -> Result<super::Page<super::Newsletter>> {
+        self.with("list_newsletters", |c| {
+            super::queries::list_newsletters(c, f)
+        })
+    }
+    fn create_newsletter(&self, i: &super::NewsletterInput) -> Result<super::Newsletter> {
+        self.with("write_newsletter", |c| {
+            super::queries::create_newsletter(c, i)
+        })
+    }
+    fn update_newsletter(
+        &self,
+        id: i64,
+        i: &super::NewsletterInput,
+    ) -> Result<Option<super::Newsletter>> {
+        self.with("write_newsletter", |c| {
+            super::queries::update_newsletter(c, id, i)
+        })
+    }
+    fn delete_newsletter(&self, id: i64) -> Result<bool> {
+        self.with("write_newsletter", |c| {
+            super::queries::delete(c, "newsletters", "id", &id)
+        })
+    }
+    fn dashboard(&self) -> Result<super::Dashboard> {
+        self.with("dashboard", super::queries::dashboard)
+    }
+    fn create_key(&self, k: &super::NewApiKey) -> Result<()> {
+        self.with("keys", |c| super::keys::create(c, k))
+    }
+    fn find_key(&self, hash: &str) -> Result<Option<super::ApiKey>> {
+        self.with("keys", |c| super::keys::find(c, hash))
+    }
+    fn list_keys(&self) -> Result<Vec<super::ApiKey>> {
+        self.with("keys", super::keys::list)
+    }
+    fn revoke_key(&self, name: &str) -> Result<bool> {
+        self.with("keys", |c| super::keys::revoke(c, name))
+    }
+    fn audit(&self, e: &super::AuditEntry) -> Result<()> {
+        self.with("audit", |c| super::keys::audit(c, e))
+    }
+    fn recent_audit(&self, limit: u32) -> Result<Vec<super::AuditEntry>> {
+        self.with("audit", |c| super::keys::recent_audit(c, limit))
+    }
+    fn quick_check(&self) -> Result<Option<String>> {
+        self.with("quick_check", |c| quick_check(c))
+    }
+    fn checkpoint(&self) -> Result<()> {
+        self.with("checkpoint", |c| {
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+    }
+    fn size_bytes(&self) -> Result<u64> {
+        let mut total = 0;
+        for suffix in ["", "-wal"] {
+            let mut p = self.path.clone().into_os_string();
+            p.push(suffix);
+            total += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        }
+        Ok(total)
+    }
+}

@@ -1,0 +1,77 @@
+//! The process-wide Prometheus registry and its exposition.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
+
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Install the global recorder once and describe every metric aica emits.
+/// Returns `None` if another recorder was installed first (metrics then go there).
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
+                .expect("buckets are not empty");
+            let handle = builder.install_recorder().ok()?;
+            describe();
+            let process = metrics_process::Collector::default();
+            process.describe();
+            let _ = PROCESS.set(process);
+            Some(handle)
+        })
+        .as_ref()
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "http_requests_total",
+        "HTTP requests answered, by method, route template and status."
+    );
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency by method and route template."
+    );
+    describe_gauge!("http_requests_in_flight", "HTTP requests being served now.");
+    describe_counter!("aica_cache_hits_total", "Read cache hits.");
+    describe_counter!("aica_cache_misses_total", "Read cache misses.");
+    describe_histogram!(
+        "aica_db_query_duration_seconds",
+        Unit::Seconds,
+        "Database operation latency by operation."
+    );
+    describe_gauge!(
+        "aica_db_size_bytes",
+        Unit::Bytes,
+        "Size of the database files on disk."
+    );
+    describe_gauge!(
+        "aica_build_info",
+        "Build information; the value is always 1."
+    );
+    describe_gauge!(
+        "aica_uptime_seconds",
+        Unit::Seconds,
+        "Seconds since the server started."
+    );
+    metrics::gauge!("aica_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// Collect process figures and render the text exposition format.
+pub fn render() -> String {
+    let Some(h) = handle() else {
+        return String::new();
+    };
+    if let Some(p) = PROCESS.get() {
+        p.collect();
+    }
+    h.run_upkeep();
+    h.render()
+}

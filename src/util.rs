@@ -1,0 +1,51 @@
+//! Small helpers shared across modules: timestamps and durations.
+
+use time::OffsetDateTime;
+
+const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+
+/// A UTC time as `2026-01-31T09:00:00Z` (sortable as text).
+pub fn fmt_time(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .format(FORMAT)
+        .unwrap_or_default()
+}
+
+/// Now, formatted with [`fmt_time`].
+pub fn now() -> String {
+    fmt_time(OffsetDateTime::now_utc())
+}
+
+/// Parse `24h`, `30m`, `7d`, `90s` (humantime syntax) into a duration.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration ({e}); use forms like 90s, 30m, 24h, 7d"))
+}
+
+/// Seconds as `3d 4h`, `2h 5m`, `42s`.
+pub fn human_secs(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Free bytes on the volume holding `dir`.
+pub fn free_disk_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
+    let s = nix::sys::statvfs::statvfs(dir).map_err(std::io::Error::from)?;
+    Ok(s.blocks_available() as u64 * s.fragment_size() as u64)
+}
+
+/// Resident set size of this process, from `/proc/self/statm` (Linux).
+pub fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
