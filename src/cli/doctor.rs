@@ -13,7 +13,7 @@ pub async fn run(g: &Global, a: &DoctorArgs) -> anyhow::Result<u8> {
     let checks: Vec<Check> = match g.load(&[]) {
         Ok(l) => tokio::task::spawn_blocking(move || doctor::run(&l)).await?,
         Err(e) => vec![doctor::config_failed(
-            &e.to_string().lines().next().unwrap_or_default().to_string(),
+            e.to_string().lines().next().unwrap_or_default(),
         )],
     };
     let worst = checks.iter().map(|c| c.level).max().unwrap_or(Level::Pass);

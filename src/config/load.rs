@@ -311,6 +311,7 @@ fn set_str(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn opts(dir: &Path) -> LoadOptions {
         LoadOptions {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// All settings. Every field has a default, so an empty directory is a valid setup.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     pub server: ServerSettings,
@@ -105,20 +105,6 @@ pub struct ConsoleSettings {
     pub port: u16,
     /// Backend the console reports on (empty: this process's own backend).
     pub backend_url: String,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            server: ServerSettings::default(),
-            database: DatabaseSettings::default(),
-            paths: PathSettings::default(),
-            cache: CacheSettings::default(),
-            logging: LoggingSettings::default(),
-            health: HealthSettings::default(),
-            console: ConsoleSettings::default(),
-        }
-    }
 }
 
 impl Default for ServerSettings {
@@ -231,7 +217,7 @@ impl Settings {
             ));
         }
         let pu = &self.server.public_url;
-        if !pu.is_empty() && !(pu.starts_with("http://") || pu.starts_with("https://")) {
+        if !(pu.is_empty() || pu.starts_with("http://") || pu.starts_with("https://")) {
             return Err(invalid(
                 "server.public_url",
                 pu,

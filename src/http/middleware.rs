@@ -102,7 +102,7 @@ async fn json_error(resp: Response, rid: &str) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(|v| v.starts_with("application/") && v.contains("json"));
     let (mut parts, body) = resp.into_parts();
     let mut value = if is_json {
         axum::body::to_bytes(body, 64 * 1024)

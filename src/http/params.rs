@@ -16,8 +16,21 @@ pub struct Query(HashMap<String, String>);
 
 impl Query {
     pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Query, ApiError> {
+        let raw = raw.unwrap_or("");
+        // form_urlencoded decodes lossily; refuse invalid UTF-8 instead of guessing.
+        for part in raw.split('&') {
+            let plus = part.replace('+', " ");
+            if percent_encoding::percent_decode_str(&plus)
+                .decode_utf8()
+                .is_err()
+            {
+                return Err(ApiError::bad_request(
+                    "the query string is not valid UTF-8 after percent-decoding; encode text as UTF-8",
+                ));
+            }
+        }
         let mut map = HashMap::new();
-        for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
             if !allowed.contains(&k.as_ref()) {
                 return Err(ApiError::bad_request(format!(
                     "unknown query parameter {:?}; allowed: {}",
@@ -65,14 +78,14 @@ impl Query {
 
     fn one_of(&self, key: &str, allowed: &[&str]) -> Result<Option<String>, ApiError> {
         let v = self.text(key)?;
-        if let Some(s) = &v {
-            if !allowed.contains(&s.as_str()) {
-                return Err(ApiError::bad_request(format!(
-                    "query parameter {key:?} must be one of {}, got {:?}",
-                    allowed.join(", "),
-                    truncate(s)
-                )));
-            }
+        if let Some(s) = &v
+            && !allowed.contains(&s.as_str())
+        {
+            return Err(ApiError::bad_request(format!(
+                "query parameter {key:?} must be one of {}, got {:?}",
+                allowed.join(", "),
+                truncate(s)
+            )));
         }
         Ok(v)
     }
@@ -90,12 +103,12 @@ impl Query {
             }
         };
         let (from, to) = (parse("from", false)?, parse("to", true)?);
-        if let (Some(f), Some(t)) = (&from, &to) {
-            if f > t {
-                return Err(ApiError::bad_request(
-                    "query parameter \"from\" is after \"to\"; swap them",
-                ));
-            }
+        if let (Some(f), Some(t)) = (&from, &to)
+            && f > t
+        {
+            return Err(ApiError::bad_request(
+                "query parameter \"from\" is after \"to\"; swap them",
+            ));
         }
         Ok((from, to))
     }
@@ -180,6 +193,7 @@ mod tests {
         assert!(msg(article_filter(Some("status=gone"))).contains("draft, published"));
         assert!(msg(article_filter(Some("from=2026-02-01&to=2026-01-01"))).contains("swap"));
         assert!(msg(article_filter(Some("from=yesterday"))).contains("RFC 3339"));
+        assert!(msg(article_filter(Some("category=%FF%FE"))).contains("UTF-8"));
     }
 
     #[test]

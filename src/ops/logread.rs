@@ -43,10 +43,10 @@ pub struct Filter {
 impl Filter {
     /// Keep `line`? Non-JSON lines are kept only without level/since filters.
     pub fn keep(&self, line: &str) -> bool {
-        if let Some(g) = &self.grep {
-            if !line.contains(g.as_str()) {
-                return false;
-            }
+        if let Some(g) = &self.grep
+            && !line.contains(g.as_str())
+        {
+            return false;
         }
         let Ok(v) = serde_json::from_str::<Value>(line) else {
             return self.min_level == 0 && self.since.is_none();
@@ -55,10 +55,10 @@ impl Filter {
         if level < self.min_level {
             return false;
         }
-        if let Some(since) = &self.since {
-            if v["timestamp"].as_str().is_none_or(|t| t < since.as_str()) {
-                return false;
-            }
+        if let Some(since) = &self.since
+            && v["timestamp"].as_str().is_none_or(|t| t < since.as_str())
+        {
+            return false;
         }
         true
     }

@@ -76,14 +76,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 impl RunLock {
     /// Take the lock, or say who holds it.
-    pub fn acquire(run_dir: &Path) -> Result<RunLock, Option<PidInfo>> {
-        let file = open_lock(run_dir).map_err(|_| None)?;
+    pub fn acquire(run_dir: &Path) -> Result<RunLock, Box<Option<PidInfo>>> {
+        let file = open_lock(run_dir).map_err(|_| Box::new(None))?;
         match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Ok(RunLock {
                 _lock: lock,
                 pid_path: pid_path(run_dir),
             }),
-            Err(_) => Err(read_info(run_dir)),
+            Err(_) => Err(Box::new(read_info(run_dir))),
         }
     }
 
@@ -162,7 +162,10 @@ mod tests {
         lock.publish(&info(42)).unwrap();
         assert!(matches!(state(d.path()), RunState::Running(Some(ref i)) if i.pid == 42));
         assert_eq!(
-            RunLock::acquire(d.path()).err().flatten().map(|i| i.pid),
+            RunLock::acquire(d.path())
+                .err()
+                .and_then(|b| *b)
+                .map(|i| i.pid),
             Some(42)
         );
         drop(lock);

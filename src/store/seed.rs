@@ -118,7 +118,7 @@ pub fn seed_if_empty(conn: &mut Connection) -> Result<bool> {
     if existing > 0 {
         return Ok(false);
     }
-    let mut rng = StdRng::seed_from_u64(0xA1CA_5E5);
+    let mut rng = StdRng::seed_from_u64(0x0A1C_A5E5);
     let end = OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);

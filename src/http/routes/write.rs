@@ -1,7 +1,7 @@
 //! Editor writes (articles, trends, newsletters) and the admin audit view; each
 //! needs an API key, and each outcome lands in the audit trail.
 
-use crate::http::auth::{self, Role};
+use crate::http::auth::{self, Actor, Role};
 use crate::http::error::ApiError;
 use crate::http::{AppState, params};
 use crate::store::{ArticleInput, ContentStore, NewsletterInput, TrendInput, valid_slug};
@@ -52,11 +52,21 @@ fn slug(raw: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Authenticate, validate, run the write on a blocking thread, audit, invalidate the cache.
-async fn write<T, F>(
+/// Authenticate an editor first, so anonymous clients learn nothing about validation.
+async fn editor(
     st: &AppState,
     headers: &HeaderMap,
     addr: SocketAddr,
+    action: &'static str,
+    target: &str,
+) -> Result<Actor, ApiError> {
+    auth::require(st, headers, addr, Role::Editor, action, target.to_string()).await
+}
+
+/// Run the write on a blocking thread, audit it, invalidate the cache.
+async fn write<T, F>(
+    st: &AppState,
+    actor: Actor,
     action: &'static str,
     target: String,
     created: bool,
@@ -66,7 +76,6 @@ where
     T: Serialize + Send + 'static,
     F: FnOnce(&dyn ContentStore) -> Result<Option<T>, ApiError> + Send + 'static,
 {
-    let actor = auth::require(st, headers, addr, Role::Editor, action, target.clone()).await?;
     let store: Arc<dyn ContentStore> = st.store.clone();
     let out = tokio::task::spawn_blocking(move || f(&*store)).await?;
     let out = match out {
@@ -95,18 +104,13 @@ pub async fn create_article(
     headers: HeaderMap,
     payload: Result<Json<ArticleInput>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let actor = editor(&st, &headers, addr, "article.create", "articles").await?;
     let mut input = body(payload)?;
-    let target = format!("article {}", input.slug);
     input.validate().map_err(ApiError::bad_request)?;
-    write(
-        &st,
-        &headers,
-        addr,
-        "article.create",
-        target,
-        true,
-        move |s| Ok(Some(s.create_article(&input)?)),
-    )
+    let target = format!("article {}", input.slug);
+    write(&st, actor, "article.create", target, true, move |s| {
+        Ok(Some(s.create_article(&input)?))
+    })
     .await
 }
 
@@ -117,18 +121,14 @@ pub async fn update_article(
     headers: HeaderMap,
     payload: Result<Json<ArticleInput>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let target = format!("article {}", clip(&old));
+    let actor = editor(&st, &headers, addr, "article.update", &target).await?;
     slug(&old)?;
     let mut input = body(payload)?;
     input.validate().map_err(ApiError::bad_request)?;
-    write(
-        &st,
-        &headers,
-        addr,
-        "article.update",
-        format!("article {old}"),
-        false,
-        move |s| Ok(s.update_article(&old, &input)?),
-    )
+    write(&st, actor, "article.update", target, false, move |s| {
+        Ok(s.update_article(&old, &input)?)
+    })
     .await
 }
 
@@ -138,18 +138,13 @@ pub async fn delete_article(
     Path(old): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let target = format!("article {}", clip(&old));
+    let actor = editor(&st, &headers, addr, "article.delete", &target).await?;
     slug(&old)?;
-    let target = format!("article {old}");
     let t = target.clone();
-    write(
-        &st,
-        &headers,
-        addr,
-        "article.delete",
-        target,
-        false,
-        move |s| Ok(s.delete_article(&old)?.then_some(Deleted { deleted: t })),
-    )
+    write(&st, actor, "article.delete", target, false, move |s| {
+        Ok(s.delete_article(&old)?.then_some(Deleted { deleted: t }))
+    })
     .await
 }
 
@@ -159,18 +154,13 @@ pub async fn create_trend(
     headers: HeaderMap,
     payload: Result<Json<TrendInput>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let actor = editor(&st, &headers, addr, "trend.create", "trends").await?;
     let mut input = body(payload)?;
     input.validate().map_err(ApiError::bad_request)?;
     let target = format!("trend {} {}", input.name, input.period);
-    write(
-        &st,
-        &headers,
-        addr,
-        "trend.create",
-        target,
-        true,
-        move |s| Ok(Some(s.create_trend(&input)?)),
-    )
+    write(&st, actor, "trend.create", target, true, move |s| {
+        Ok(Some(s.create_trend(&input)?))
+    })
     .await
 }
 
@@ -181,18 +171,14 @@ pub async fn update_trend(
     headers: HeaderMap,
     payload: Result<Json<TrendInput>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let target = format!("trend {}", clip(&raw));
+    let actor = editor(&st, &headers, addr, "trend.update", &target).await?;
     let id = id(&raw, "trend")?;
     let mut input = body(payload)?;
     input.validate().map_err(ApiError::bad_request)?;
-    write(
-        &st,
-        &headers,
-        addr,
-        "trend.update",
-        format!("trend {id}"),
-        false,
-        move |s| Ok(s.update_trend(id, &input)?),
-    )
+    write(&st, actor, "trend.update", target, false, move |s| {
+        Ok(s.update_trend(id, &input)?)
+    })
     .await
 }
 
@@ -202,18 +188,13 @@ pub async fn delete_trend(
     Path(raw): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let target = format!("trend {}", clip(&raw));
+    let actor = editor(&st, &headers, addr, "trend.delete", &target).await?;
     let id = id(&raw, "trend")?;
-    let target = format!("trend {id}");
     let t = target.clone();
-    write(
-        &st,
-        &headers,
-        addr,
-        "trend.delete",
-        target,
-        false,
-        move |s| Ok(s.delete_trend(id)?.then_some(Deleted { deleted: t })),
-    )
+    write(&st, actor, "trend.delete", target, false, move |s| {
+        Ok(s.delete_trend(id)?.then_some(Deleted { deleted: t }))
+    })
     .await
 }
 
@@ -223,18 +204,13 @@ pub async fn create_newsletter(
     headers: HeaderMap,
     payload: Result<Json<NewsletterInput>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let actor = editor(&st, &headers, addr, "newsletter.create", "newsletters").await?;
     let mut input = body(payload)?;
     input.validate().map_err(ApiError::bad_request)?;
     let target = format!("newsletter {}", input.slug);
-    write(
-        &st,
-        &headers,
-        addr,
-        "newsletter.create",
-        target,
-        true,
-        move |s| Ok(Some(s.create_newsletter(&input)?)),
-    )
+    write(&st, actor, "newsletter.create", target, true, move |s| {
+        Ok(Some(s.create_newsletter(&input)?))
+    })
     .await
 }
 
@@ -245,18 +221,14 @@ pub async fn update_newsletter(
     headers: HeaderMap,
     payload: Result<Json<NewsletterInput>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let target = format!("newsletter {}", clip(&raw));
+    let actor = editor(&st, &headers, addr, "newsletter.update", &target).await?;
     let id = id(&raw, "newsletter")?;
     let mut input = body(payload)?;
     input.validate().map_err(ApiError::bad_request)?;
-    write(
-        &st,
-        &headers,
-        addr,
-        "newsletter.update",
-        format!("newsletter {id}"),
-        false,
-        move |s| Ok(s.update_newsletter(id, &input)?),
-    )
+    write(&st, actor, "newsletter.update", target, false, move |s| {
+        Ok(s.update_newsletter(id, &input)?)
+    })
     .await
 }
 
@@ -266,19 +238,19 @@ pub async fn delete_newsletter(
     Path(raw): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let target = format!("newsletter {}", clip(&raw));
+    let actor = editor(&st, &headers, addr, "newsletter.delete", &target).await?;
     let id = id(&raw, "newsletter")?;
-    let target = format!("newsletter {id}");
     let t = target.clone();
-    write(
-        &st,
-        &headers,
-        addr,
-        "newsletter.delete",
-        target,
-        false,
-        move |s| Ok(s.delete_newsletter(id)?.then_some(Deleted { deleted: t })),
-    )
+    write(&st, actor, "newsletter.delete", target, false, move |s| {
+        Ok(s.delete_newsletter(id)?.then_some(Deleted { deleted: t }))
+    })
     .await
+}
+
+/// A path segment as recorded in the audit trail: at most 80 characters.
+fn clip(raw: &str) -> String {
+    raw.chars().take(80).collect()
 }
 
 /// `GET /api/audit?limit=N` (admin): the newest audit entries.

@@ -1,0 +1,8 @@
+//! Integration tests: the real app on an injected listener, and the real binary.
+
+mod api_read;
+mod api_write;
+mod bad_input;
+mod common;
+mod health_metrics;
+mod lifecycle;
