@@ -82,7 +82,7 @@ pub fn usage(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Err
     .into()
 }
 
-/// A command that ran but whose outcome is a failure (exit code `0`).
+/// A command that ran but whose outcome is a failure; `.0` is the exit code.
 #[derive(Debug, thiserror::Error)]
 #[error("{1}")]
 pub struct Failed(pub u8, pub String);
