@@ -12,7 +12,7 @@ app = FastAPI()
 
 
 @app.get("/health")
-def health():
+async def health():
     return {"status": "healthy", "timestamp": datetime.now(timezone.utc).isoformat()}
 
 

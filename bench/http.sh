@@ -15,10 +15,10 @@ echo "== building (release)" >&2
 cargo build --release --locked -q
 (cd bench/axum-hello && cargo build --release -q)
 
-if [ ! -x bench/.venv/bin/uvicorn ]; then
+if ! bench/.venv/bin/python -c "import fastapi, uvloop, httptools" 2>/dev/null; then
   echo "== installing FastAPI + uvicorn into bench/.venv" >&2
   python3 -m venv bench/.venv
-  bench/.venv/bin/pip install -q fastapi uvicorn
+  bench/.venv/bin/pip install -q fastapi "uvicorn[standard]"
 fi
 
 WORK=$(mktemp -d)

@@ -106,9 +106,9 @@ pub fn app(state: ConsoleState) -> Router {
             )
         })
         .with_state(state);
-    crate::http::security_headers(
-        router,
-        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-        false,
-    )
+    crate::http::SecurityHeaders {
+        csp: "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        hsts: false,
+    }
+    .layer(router)
 }

@@ -4,9 +4,12 @@
 use super::AppState;
 use super::error::{InternalDetail, error_body};
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use std::sync::RwLock;
 use std::time::Instant;
 
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -28,16 +31,74 @@ fn valid_incoming(v: &HeaderValue) -> Option<String> {
     .then(|| s.to_string())
 }
 
-struct InFlight;
+/// Metric handles per (route, method, status), registered once: the label set is
+/// bounded by the route table, and the hot path does no allocation or registry lookup.
+#[derive(Default)]
+pub struct RouteMetrics {
+    routes: RwLock<HashMap<String, Vec<Handles>>>,
+}
+
+struct Handles {
+    method: Method,
+    duration: metrics::Histogram,
+    by_status: Vec<(u16, metrics::Counter)>,
+}
+
+impl RouteMetrics {
+    fn record(&self, method: &Method, route: &str, status: u16, took: std::time::Duration) {
+        let secs = took.as_secs_f64();
+        {
+            let map = self.routes.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(h) = map
+                .get(route)
+                .and_then(|v| v.iter().find(|h| h.method == method))
+            {
+                if let Some((_, c)) = h.by_status.iter().find(|(s, _)| *s == status) {
+                    h.duration.record(secs);
+                    c.increment(1);
+                    return;
+                }
+            }
+        }
+        let mut map = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        let per_route = map.entry(route.to_string()).or_default();
+        let i = match per_route.iter().position(|h| h.method == method) {
+            Some(i) => i,
+            None => {
+                per_route.push(Handles {
+                    method: method.clone(),
+                    duration: metrics::histogram!("http_request_duration_seconds", "method" => method.to_string(), "route" => route.to_string()),
+                    by_status: Vec::new(),
+                });
+                per_route.len() - 1
+            }
+        };
+        let h = &mut per_route[i];
+        if !h.by_status.iter().any(|(s, _)| *s == status) {
+            let c = metrics::counter!("http_requests_total", "method" => method.to_string(), "route" => route.to_string(), "status" => status.to_string());
+            h.by_status.push((status, c));
+        }
+        h.duration.record(secs);
+        if let Some((_, c)) = h.by_status.iter().find(|(s, _)| *s == status) {
+            c.increment(1);
+        }
+    }
+}
+
+static IN_FLIGHT: std::sync::OnceLock<metrics::Gauge> = std::sync::OnceLock::new();
+
+/// Counts a request in `http_requests_in_flight` until dropped (also on cancellation).
+struct InFlight(&'static metrics::Gauge);
 impl InFlight {
     fn start() -> InFlight {
-        metrics::gauge!("http_requests_in_flight").increment(1.0);
-        InFlight
+        let g = IN_FLIGHT.get_or_init(|| metrics::gauge!("http_requests_in_flight"));
+        g.increment(1.0);
+        InFlight(g)
     }
 }
 impl Drop for InFlight {
     fn drop(&mut self) {
-        metrics::gauge!("http_requests_in_flight").decrement(1.0);
+        self.0.decrement(1.0);
     }
 }
 
@@ -75,11 +136,8 @@ pub async fn observe(State(st): State<AppState>, mut req: Request, next: Next) -
         resp = json_error(resp, &rid).await;
     }
     let took = start.elapsed();
-    let status_label = status.as_str().to_string();
-    metrics::counter!("http_requests_total", "method" => method.to_string(), "route" => route.clone(), "status" => status_label)
-        .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "method" => method.to_string(), "route" => route.clone())
-        .record(took.as_secs_f64());
+    st.route_metrics
+        .record(&method, &route, status.as_u16(), took);
     st.stats.record(&route, status.as_u16(), took);
     let latency_ms = took.as_secs_f64() * 1000.0;
     if let Some(InternalDetail(detail)) = resp.extensions_mut().remove::<InternalDetail>() {
@@ -87,6 +145,7 @@ pub async fn observe(State(st): State<AppState>, mut req: Request, next: Next) -
     } else {
         tracing::info!(request_id = %rid, method = %method, route, status = status.as_u16(), latency_ms, "request");
     }
+    st.security.apply(resp.headers_mut());
     if let Ok(v) = HeaderValue::from_str(&rid) {
         resp.headers_mut().insert(REQUEST_ID.clone(), v);
     }

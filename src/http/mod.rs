@@ -23,7 +23,6 @@ use std::time::Duration;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
 
 /// Result of the last background `PRAGMA quick_check`.
 #[derive(Debug, Clone)]
@@ -45,10 +44,13 @@ pub struct AppState {
     pub data_dir: PathBuf,
     pub request_timeout: Duration,
     pub quick_check: Arc<Mutex<Option<QuickCheck>>>,
+    pub security: SecurityHeaders,
+    pub route_metrics: Arc<middleware::RouteMetrics>,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn ContentStore>, settings: Settings, data_dir: PathBuf) -> AppState {
+        let settings_hsts = settings.server.public_url.starts_with("https://");
         AppState {
             store,
             cache: cache::ReadCache::new(
@@ -60,6 +62,11 @@ impl AppState {
             settings: Arc::new(settings),
             data_dir,
             quick_check: Arc::default(),
+            security: SecurityHeaders {
+                csp: SecurityHeaders::API_CSP,
+                hsts: settings_hsts,
+            },
+            route_metrics: Arc::default(),
         }
     }
 
@@ -113,26 +120,43 @@ fn cors(settings: &Settings) -> CorsLayer {
 }
 
 /// Security headers for every answer; `csp` differs between API and console.
-pub fn security_headers<S: Clone + Send + Sync + 'static>(
-    router: Router<S>,
-    csp: &'static str,
-    hsts: bool,
-) -> Router<S> {
-    let set = |name: HeaderName, value: &'static str| {
-        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
-    };
-    let mut r = router
-        .layer(set(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .layer(set(header::X_FRAME_OPTIONS, "DENY"))
-        .layer(set(header::REFERRER_POLICY, "no-referrer"))
-        .layer(set(header::CONTENT_SECURITY_POLICY, csp));
-    if hsts {
-        r = r.layer(set(
-            header::STRICT_TRANSPORT_SECURITY,
-            "max-age=31536000; includeSubDomains",
-        ));
+#[derive(Clone, Copy, Debug)]
+pub struct SecurityHeaders {
+    pub csp: &'static str,
+    /// Send HSTS (only when the public URL is https).
+    pub hsts: bool,
+}
+
+impl SecurityHeaders {
+    /// The API serves JSON only: nothing may be loaded or framed.
+    pub const API_CSP: &'static str = "default-src 'none'; frame-ancestors 'none'";
+
+    /// Add each header the response does not set itself.
+    pub fn apply(&self, h: &mut axum::http::HeaderMap) {
+        let mut set = |name: HeaderName, value: &'static str| {
+            h.entry(name).or_insert(HeaderValue::from_static(value));
+        };
+        set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+        set(header::X_FRAME_OPTIONS, "DENY");
+        set(header::REFERRER_POLICY, "no-referrer");
+        set(header::CONTENT_SECURITY_POLICY, self.csp);
+        if self.hsts {
+            set(
+                header::STRICT_TRANSPORT_SECURITY,
+                "max-age=31536000; includeSubDomains",
+            );
+        }
     }
-    r
+
+    /// Wrap a whole router (used by the console; the backend applies them in its middleware).
+    pub fn layer<S: Clone + Send + Sync + 'static>(self, router: Router<S>) -> Router<S> {
+        router.layer(axum::middleware::map_response(
+            move |mut r: axum::response::Response| async move {
+                self.apply(r.headers_mut());
+                r
+            },
+        ))
+    }
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
@@ -146,20 +170,21 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response:
 
 /// The backend application.
 pub fn app(state: AppState) -> Router {
-    let hsts = state.settings.server.public_url.starts_with("https://");
     let body_limit = state.settings.server.body_limit_bytes as usize;
     let cors = cors(&state.settings);
-    let router = routes::routes()
+    // One `layer` call: axum boxes each layer per route, so stacking them in a
+    // single ServiceBuilder costs one box and one clone per request, not five.
+    // Outermost first.
+    let stack = tower::ServiceBuilder::new()
+        .layer(cors)
+        .layer(CompressionLayer::new().gzip(true).br(true))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::observe,
-        ))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .with_state(state)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(CompressionLayer::new().gzip(true).br(true))
-        .layer(cors);
-    security_headers(router, "default-src 'none'; frame-ancestors 'none'", hsts)
+        ));
+    routes::routes().layer(stack).with_state(state)
 }
 
 /// Serve `router` on `listener` until `shutdown` resolves, then stop accepting

@@ -58,6 +58,11 @@ pub trait ContentStore: Send + Sync {
     fn backend(&self) -> &'static str;
     /// A trivial round trip; returns how long it took.
     fn ping(&self) -> Result<Duration>;
+    /// The same round trip only if it cannot block (an idle connection is at
+    /// hand); `None` otherwise. Lets `/health` answer without a thread hop.
+    fn try_ping(&self) -> Option<Result<Duration>> {
+        None
+    }
     fn schema_status(&self) -> Result<SchemaStatus>;
 
     fn list_articles(&self, f: &ArticleFilter) -> Result<Page<ArticleSummary>>;

@@ -130,6 +130,15 @@ impl ContentStore for SqliteStore {
         Ok(start.elapsed())
     }
 
+    fn try_ping(&self) -> Option<Result<Duration>> {
+        let start = Instant::now();
+        let conn = self.pool.try_get()?;
+        let res = conn
+            .prepare_cached("SELECT 1")
+            .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)));
+        Some(res.map(|_| start.elapsed()).map_err(StoreError::from))
+    }
+
     fn schema_status(&self) -> Result<SchemaStatus> {
         let current = self.with("schema", |c| Ok(schema::current_version(c)?))?;
         Ok(SchemaStatus {

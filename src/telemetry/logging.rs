@@ -79,7 +79,8 @@ pub fn init_server(
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .buffered_lines_limit(64 * 1024)
-        .finish(appender);
+        // Batch lines into few write(2) calls: the worker flushes whenever its queue drains.
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, appender));
     let redactor = std::sync::Arc::new(redactor);
     let file = tracing_subscriber::fmt::layer()
         .json()
