@@ -23,15 +23,15 @@ def articles(skip: int = Query(0, ge=0), limit: int = Query(20, ge=1, le=100)):
         conn.row_factory = sqlite3.Row
         total = conn.execute("SELECT COUNT(*) FROM articles WHERE status = 'published'").fetchone()[0]
         rows = conn.execute(
-            "SELECT id, slug, title, summary, author, category, status, published_at, updated_at "
-            "FROM articles WHERE status = 'published' ORDER BY published_at DESC, id DESC LIMIT ? OFFSET ?",
+            "SELECT a.id, a.slug, a.title, a.summary, a.author, a.category, a.status, a.published_at, "
+            "a.updated_at, (SELECT group_concat(tag, ',') FROM article_tags t WHERE t.article_id = a.id) AS tags "
+            "FROM articles a WHERE a.status = 'published' ORDER BY a.published_at DESC, a.id DESC LIMIT ? OFFSET ?",
             (limit, skip),
         ).fetchall()
         items = []
         for r in rows:
             item = dict(r)
-            item["tags"] = [t[0] for t in conn.execute(
-                "SELECT tag FROM article_tags WHERE article_id = ? ORDER BY tag", (r["id"],))]
+            item["tags"] = sorted(item["tags"].split(",")) if item["tags"] else []
             items.append(item)
         return {"items": items, "total": total, "skip": skip, "limit": limit}
     finally:

@@ -52,12 +52,11 @@ impl RouteMetrics {
             if let Some(h) = map
                 .get(route)
                 .and_then(|v| v.iter().find(|h| h.method == method))
+                && let Some((_, c)) = h.by_status.iter().find(|(s, _)| *s == status)
             {
-                if let Some((_, c)) = h.by_status.iter().find(|(s, _)| *s == status) {
-                    h.duration.record(secs);
-                    c.increment(1);
-                    return;
-                }
+                h.duration.record(secs);
+                c.increment(1);
+                return;
             }
         }
         let mut map = self.routes.write().unwrap_or_else(|p| p.into_inner());
