@@ -5,6 +5,7 @@
 //! `console` serve it, `telemetry` observes it, `ops` holds operational logic
 //! (pid files, doctor checks, log reading) callable from CLI, HTTP and tests.
 
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod console;

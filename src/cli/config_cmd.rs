@@ -99,6 +99,36 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     ("console.port", "Web console port; 0 picks a free port."),
     (
+        "backup.schedule",
+        "Cron expression (UTC) for backups inside aica serve; empty disables.",
+    ),
+    (
+        "backup.verify_scheduled",
+        "Verify each scheduled backup right after taking it.",
+    ),
+    (
+        "backup.keep_daily",
+        "Prune keeps the newest backup of each of this many recent days.",
+    ),
+    (
+        "backup.keep_weekly",
+        "... and of this many recent ISO weeks.",
+    ),
+    ("backup.keep_monthly", "... and of this many recent months."),
+    (
+        "backup.safety_keep_days",
+        "Safety snapshots (taken before a restore) younger than this are kept.",
+    ),
+    (
+        "backup.max_age_hours",
+        "/health/detailed warns when the newest verified backup is older.",
+    ),
+    (
+        "backup.mirror_dir",
+        "Second destination (an off-site mount) kept in sync by create and prune; empty: none.",
+    ),
+    ("backup.zstd_level", "zstd compression level, 1 to 19."),
+    (
         "console.backend_url",
         "Backend the console reports on; empty means this process's own backend.",
     ),

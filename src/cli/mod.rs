@@ -3,6 +3,7 @@
 //! Exit codes: 0 all good; 1 a check failed or findings; 2 usage or configuration
 //! error; 3 (`status` only) not running.
 
+mod backup;
 mod config_cmd;
 mod doctor;
 mod keys;
@@ -62,6 +63,9 @@ pub enum Command {
     /// Show or generate configuration.
     #[command(subcommand)]
     Config(config_cmd::ConfigCmd),
+    /// Backups: create, list, verify, restore, prune, drill.
+    #[command(subcommand)]
+    Backup(backup::BackupCmd),
     /// Diagnose why aica will not start: config, ports, directories, database, disk, pid file.
     Doctor(doctor::DoctorArgs),
 }
@@ -173,5 +177,6 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Logs(a) => logs::run(&g, &a).await,
         Command::Config(c) => config_cmd::run(&g, c),
         Command::Doctor(a) => doctor::run(&g, &a).await,
+        Command::Backup(c) => backup::run(&g, c).await,
     }
 }

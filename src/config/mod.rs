@@ -24,6 +24,44 @@ pub struct Settings {
     pub logging: LoggingSettings,
     pub health: HealthSettings,
     pub console: ConsoleSettings,
+    pub backup: BackupSettings,
+}
+
+/// Backups: schedule, retention, mirror.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupSettings {
+    /// Cron expression (UTC) for scheduled backups inside `aica serve`; empty disables.
+    pub schedule: String,
+    /// Verify each scheduled backup right after taking it.
+    pub verify_scheduled: bool,
+    pub keep_daily: u32,
+    pub keep_weekly: u32,
+    pub keep_monthly: u32,
+    /// Safety snapshots (taken before a restore) younger than this are never pruned.
+    pub safety_keep_days: u32,
+    /// `/health/detailed` warns when the newest verified backup is older.
+    pub max_age_hours: u32,
+    /// A second directory (an off-site mount) kept in sync by create and prune; empty: none.
+    pub mirror_dir: String,
+    /// zstd level, 1 (fast) to 19 (small).
+    pub zstd_level: i32,
+}
+
+impl Default for BackupSettings {
+    fn default() -> Self {
+        BackupSettings {
+            schedule: "0 3 * * *".into(),
+            verify_scheduled: true,
+            keep_daily: 7,
+            keep_weekly: 4,
+            keep_monthly: 12,
+            safety_keep_days: 7,
+            max_age_hours: 26,
+            mirror_dir: String::new(),
+            zstd_level: 3,
+        }
+    }
 }
 
 /// The backend HTTP listener and its request policy.
@@ -306,6 +344,31 @@ impl Settings {
                 "health.quick_check_interval_secs",
                 self.health.quick_check_interval_secs,
                 "10 or more",
+            ));
+        }
+        let b = &self.backup;
+        if !b.schedule.trim().is_empty() && b.schedule.parse::<croner::Cron>().is_err() {
+            return Err(invalid(
+                "backup.schedule",
+                &b.schedule,
+                "a cron expression such as \"0 3 * * *\" (minute hour day month weekday, UTC), or empty to disable",
+            ));
+        }
+        if !(1..=19).contains(&b.zstd_level) {
+            return Err(invalid("backup.zstd_level", b.zstd_level, "1 to 19"));
+        }
+        if b.keep_daily + b.keep_weekly + b.keep_monthly == 0 {
+            return Err(invalid(
+                "backup.keep_daily",
+                b.keep_daily,
+                "keep_daily, keep_weekly and keep_monthly may not all be 0",
+            ));
+        }
+        if b.max_age_hours == 0 {
+            return Err(invalid(
+                "backup.max_age_hours",
+                b.max_age_hours,
+                "1 or more",
             ));
         }
         let bu = &self.console.backend_url;

@@ -399,3 +399,45 @@ fn keys_are_shown_once_and_stored_hashed() {
         Some(1)
     );
 }
+
+#[test]
+fn logs_follow_prints_new_lines_as_they_come() {
+    use std::io::{BufRead, BufReader};
+    let d = tempfile::tempdir().unwrap();
+    let mut s = Server::start(d.path(), &[], &[]);
+    let mut follow = std::process::Command::new(crate::common::bin())
+        .arg("--dir")
+        .arg(d.path())
+        .args(["logs", "--follow", "--json", "--grep", "follow-marker"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The request id is echoed into the log line; send until the follower shows it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = reqwest::Client::builder().no_proxy().build().unwrap();
+    let line = wait_for("followed line", Duration::from_secs(20), || {
+        rt.block_on(
+            c.get(format!("{}/health", s.backend))
+                .header("x-request-id", "follow-marker")
+                .send(),
+        )
+        .unwrap();
+        rx.recv_timeout(Duration::from_millis(300)).ok()
+    });
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["request_id"], "follow-marker");
+    let _ = follow.kill();
+    let _ = follow.wait();
+    s.signal(Signal::SIGTERM);
+    s.wait_exit(Duration::from_secs(30));
+}

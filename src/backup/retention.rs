@@ -1,0 +1,167 @@
+//! `backup prune`: which backups retention keeps and why. A pure function of
+//! the list, the settings and the time, so it is tested without files.
+
+use super::BackupInfo;
+use crate::config::BackupSettings;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Decision {
+    pub name: String,
+    pub keep: bool,
+    pub reason: String,
+}
+
+fn day(unix: i64) -> time::Date {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .map(|t| t.date())
+        .unwrap_or(time::Date::MIN)
+}
+
+/// Decide for every backup (newest first in `all`).
+pub fn plan(all: &[BackupInfo], s: &BackupSettings, now_unix: i64) -> Vec<Decision> {
+    let mut reasons: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let regular: Vec<&BackupInfo> = all
+        .iter()
+        .filter(|b| b.kind != "safety" && b.state != "no sidecar")
+        .collect();
+    if let Some(b) = regular.iter().find(|b| b.verified()) {
+        reasons
+            .entry(b.name.clone())
+            .or_default()
+            .push("newest verified".into());
+    }
+    let mut bucket = |label: &str, keep: u32, key: &dyn Fn(&BackupInfo) -> String| {
+        let mut seen = BTreeSet::new();
+        for b in regular.iter().filter(|b| b.state != "corrupt") {
+            if seen.len() as u32 >= keep {
+                break;
+            }
+            if seen.insert(key(b)) {
+                reasons
+                    .entry(b.name.clone())
+                    .or_default()
+                    .push(format!("{label} {}", key(b)));
+            }
+        }
+    };
+    bucket("daily", s.keep_daily, &|b| day(b.created_unix).to_string());
+    bucket("weekly", s.keep_weekly, &|b| {
+        let d = day(b.created_unix);
+        let (y, w, _) = d.to_iso_week_date();
+        format!("{y}-W{w:02}")
+    });
+    bucket("monthly", s.keep_monthly, &|b| {
+        let d = day(b.created_unix);
+        format!("{}-{:02}", d.year(), d.month() as u8)
+    });
+    let safety_limit = now_unix - s.safety_keep_days as i64 * 86_400;
+    all.iter()
+        .map(|b| {
+            let (keep, reason) = if b.state == "no sidecar" {
+                (
+                    true,
+                    "no sidecar: run 'aica backup verify' on it or remove it by hand".to_string(),
+                )
+            } else if b.kind == "safety" {
+                if b.created_unix >= safety_limit {
+                    (
+                        true,
+                        format!("safety snapshot younger than {} days", s.safety_keep_days),
+                    )
+                } else {
+                    (false, "old safety snapshot".into())
+                }
+            } else if let Some(r) = reasons.get(&b.name) {
+                (true, r.join(", "))
+            } else {
+                (false, "outside the retention windows".into())
+            };
+            Decision {
+                name: b.name.clone(),
+                keep,
+                reason,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(name: &str, unix: i64, kind: &str, verified: Option<bool>) -> BackupInfo {
+        BackupInfo {
+            name: name.into(),
+            path: name.into(),
+            created_at: String::new(),
+            created_unix: unix,
+            kind: kind.into(),
+            note: None,
+            size: 1,
+            db_size: 1,
+            state: match verified {
+                Some(false) => "corrupt".into(),
+                Some(true) => "verified".into(),
+                None => "unverified".into(),
+            },
+            verification: verified.map(|ok| super::super::Check {
+                ok,
+                at: String::new(),
+                detail: String::new(),
+            }),
+            drill: None,
+        }
+    }
+
+    #[test]
+    fn keeps_daily_weekly_monthly_and_newest_verified() {
+        let now = 1_800_000_000;
+        let day = 86_400;
+        // Two a day for 60 days, newest first; only an old one is verified.
+        let mut all: Vec<BackupInfo> = (0..120)
+            .map(|i| b(&format!("b{i:03}"), now - i * day / 2, "manual", None))
+            .collect();
+        all[100] = b("b100", now - 50 * day, "manual", Some(true));
+        all.push(b("safety-new", now - day, "safety", None));
+        all.push(b("safety-old", now - 30 * day, "safety", None));
+        all.sort_by(|a, b| b.created_unix.cmp(&a.created_unix));
+        let s = BackupSettings {
+            keep_daily: 7,
+            keep_weekly: 4,
+            keep_monthly: 3,
+            safety_keep_days: 7,
+            ..Default::default()
+        };
+        let plan = plan(&all, &s, now);
+        let kept: Vec<&Decision> = plan.iter().filter(|d| d.keep).collect();
+        let get = |n: &str| plan.iter().find(|d| d.name == n).unwrap();
+        assert!(get("b100").keep && get("b100").reason.contains("newest verified"));
+        assert!(get("b000").keep && get("b000").reason.contains("daily"));
+        assert!(
+            !get("b001").keep,
+            "second backup of the same day is not kept"
+        );
+        assert!(get("safety-new").keep);
+        assert!(!get("safety-old").keep);
+        // 7 daily (some also weekly/monthly) + a few weekly/monthly + newest verified + 1 safety.
+        assert!(kept.len() >= 9 && kept.len() <= 16, "{}", kept.len());
+    }
+
+    #[test]
+    fn corrupt_backups_do_not_fill_retention_slots() {
+        let all = vec![
+            b("new-corrupt", 100_000, "manual", Some(false)),
+            b("older", 10, "manual", None),
+        ];
+        let s = BackupSettings {
+            keep_daily: 1,
+            keep_weekly: 0,
+            keep_monthly: 0,
+            ..Default::default()
+        };
+        let plan = plan(&all, &s, 100_000);
+        assert!(!plan[0].keep);
+        assert!(plan[1].keep);
+    }
+}

@@ -1,0 +1,365 @@
+//! `backup create`: one read snapshot of the live database, streamed page by
+//! page (sqlite_dbpage) through tar into a multi-threaded zstd encoder, hashed on
+//! the way; never a file copy, never an uncompressed staging copy.
+
+use super::{
+    BackupError, BackupInfo, DB_MEMBER, EXT, FORMAT_VERSION, MANIFEST_MEMBER, Manifest, Member,
+    Result, Sidecar, io,
+};
+use crate::config::Loaded;
+use rusqlite::{Connection, OpenFlags};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What to take and how.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// `manual`, `scheduled` or `safety`.
+    pub kind: String,
+    pub note: Option<String>,
+    /// Show a progress bar (only on a terminal).
+    pub progress: bool,
+}
+
+/// Counts and hashes bytes on their way to the file.
+struct Hashing<W: Write> {
+    inner: W,
+    hasher: blake3::Hasher,
+    written: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Reads database pages in order from `sqlite_dbpage`, hashing them.
+struct Pages<'a> {
+    rows: rusqlite::Rows<'a>,
+    page_size: usize,
+    buf: Vec<u8>,
+    pos: usize,
+    hasher: blake3::Hasher,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Read for Pages<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.buf.len() {
+            let row = self.rows.next().map_err(std::io::Error::other)?;
+            let Some(row) = row else { return Ok(0) };
+            let data = row.get_ref(0).map_err(std::io::Error::other)?;
+            let bytes = data.as_blob().map_err(std::io::Error::other)?;
+            if bytes.len() != self.page_size {
+                return Err(std::io::Error::other(format!(
+                    "page of {} bytes, expected {}",
+                    bytes.len(),
+                    self.page_size
+                )));
+            }
+            self.buf.clear();
+            self.buf.extend_from_slice(bytes);
+            self.hasher.update(bytes);
+            self.pos = 0;
+            if let Some(b) = &self.bar {
+                b.inc(1);
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+fn header(path: &str, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(size);
+    h.set_mode(0o600);
+    h.set_mtime(time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64);
+    h.set_entry_type(tar::EntryType::Regular);
+    let _ = h.set_path(path);
+    h.set_cksum();
+    h
+}
+
+fn append_bytes<W: Write>(
+    tar: &mut tar::Builder<W>,
+    members: &mut Vec<Member>,
+    path: &str,
+    bytes: &[u8],
+) -> Result<()> {
+    tar.append(&header(path, bytes.len() as u64), bytes)
+        .map_err(io(format!("write {path} into the archive")))?;
+    members.push(Member {
+        path: path.into(),
+        size: bytes.len() as u64,
+        blake3: blake3::hash(bytes).to_hex().to_string(),
+    });
+    Ok(())
+}
+
+fn unique_name(dir: &Path, kind: &str) -> String {
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap_or_default();
+    let suffix = if kind == "manual" {
+        String::new()
+    } else {
+        format!("-{kind}")
+    };
+    let mut name = format!("aica-{stamp}{suffix}.{EXT}");
+    let mut i = 2;
+    while dir.join(&name).exists() {
+        name = format!("aica-{stamp}{suffix}-{i}.{EXT}");
+        i += 1;
+    }
+    name
+}
+
+/// Keys of `.env.production` (values are never read into the backup).
+fn dotenv_keys(base: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(base.join(".env.production")) else {
+        return Vec::new();
+    };
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            l.trim_start_matches("export ")
+                .split_once('=')
+                .map(|(k, _)| k.trim().to_string())
+        })
+        .collect()
+}
+
+fn uploads(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<_> = entries.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Ok(ft) = e.file_type() else { continue };
+        if ft.is_dir() {
+            uploads(&e.path(), &format!("{rel}/{name}"), out);
+        } else if ft.is_file() {
+            out.push((format!("{rel}/{name}"), e.path()));
+        }
+    }
+}
+
+/// Take a backup of `db` (the caller holds the backup lock). The archive is
+/// complete, fsynced and renamed before its sidecar is written.
+pub fn create_locked(l: &Loaded, db: &Path, opts: &CreateOptions) -> Result<BackupInfo> {
+    let start = Instant::now();
+    let dir = &l.paths.backups;
+    std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+    if !db.exists() {
+        return Err(BackupError::Refused(format!(
+            "no database at {}; start aica once ('make up') or check database.url",
+            db.display()
+        )));
+    }
+    let name = unique_name(dir, &opts.kind);
+    let final_path = dir.join(&name);
+    let tmp_path = dir.join(format!(".{name}.tmp"));
+    let result = write_archive(l, db, opts, &name, &tmp_path, start);
+    let (manifest, archive_size, archive_blake3) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp_path);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&tmp_path, &final_path)
+        .map_err(io(format!("rename into {}", final_path.display())))?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    let sidecar = Sidecar {
+        manifest,
+        archive_size,
+        archive_blake3,
+        duration_secs: start.elapsed().as_secs_f64(),
+        verification: None,
+        drill: None,
+    };
+    super::write_sidecar(&final_path, &sidecar)?;
+    if let Some(mirror) = super::dest::mirror(&l.settings, &l.paths.base) {
+        mirror.put(&final_path)?;
+    }
+    super::find(dir, Some(&name))
+}
+
+fn write_archive(
+    l: &Loaded,
+    db: &Path,
+    opts: &CreateOptions,
+    name: &str,
+    tmp_path: &Path,
+    start: Instant,
+) -> Result<(Manifest, u64, String)> {
+    let file = File::create(tmp_path).map_err(io(format!("create {}", tmp_path.display())))?;
+    let out = Hashing {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        hasher: blake3::Hasher::new(),
+        written: 0,
+    };
+    let mut enc =
+        zstd::Encoder::new(out, l.settings.backup.zstd_level).map_err(io("start zstd"))?;
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    enc.multithread(workers).map_err(io("start zstd workers"))?;
+    let mut tar = tar::Builder::new(enc);
+    let mut members = Vec::new();
+
+    // One read transaction: every page and every count below come from one snapshot.
+    let mut conn = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
+    let page_size = tx.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))? as u64;
+    let page_count = tx.query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0))? as u64;
+    let schema_version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let mut tables = BTreeMap::new();
+    {
+        let names: Vec<String> = tx
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for t in names {
+            let n: i64 = tx.query_row(
+                &format!("SELECT COUNT(*) FROM \"{}\"", t.replace('"', "\"\"")),
+                [],
+                |r| r.get(0),
+            )?;
+            tables.insert(t, n);
+        }
+    }
+    {
+        let mut stmt = tx.prepare("SELECT data FROM sqlite_dbpage('main') ORDER BY pgno")?;
+        let bar =
+            (opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
+                let b = indicatif::ProgressBar::new(page_count);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{msg} [{bar:40}] {pos}/{len} pages {eta}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                b.set_message(format!("backup {name}"));
+                b
+            });
+        let mut pages = Pages {
+            rows: stmt.query([])?,
+            page_size: page_size as usize,
+            buf: Vec::new(),
+            pos: 0,
+            hasher: blake3::Hasher::new(),
+            bar,
+        };
+        let size = page_size * page_count;
+        tar.append(&header(DB_MEMBER, size), &mut pages).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => BackupError::Refused("the database changed size during the snapshot; this is a bug, please report it".into()),
+            _ => io("stream database pages into the archive")(e),
+        })?;
+        if let Some(b) = &pages.bar {
+            b.finish_and_clear();
+        }
+        members.push(Member {
+            path: DB_MEMBER.into(),
+            size,
+            blake3: pages.hasher.finalize().to_hex().to_string(),
+        });
+    }
+    tx.commit()?;
+    drop(conn);
+
+    let toml = l.paths.base.join("aica.toml");
+    if let Ok(bytes) = std::fs::read(&toml) {
+        append_bytes(&mut tar, &mut members, "config/aica.toml", &bytes)?;
+    }
+    let secrets_excluded = dotenv_keys(&l.paths.base);
+    if !secrets_excluded.is_empty() {
+        let listing = format!(
+            "# keys of .env.production; values are not in the backup\n{}\n",
+            secrets_excluded.join("\n")
+        );
+        append_bytes(
+            &mut tar,
+            &mut members,
+            "config/env.production.keys",
+            listing.as_bytes(),
+        )?;
+    }
+    let mut files = Vec::new();
+    uploads(&l.paths.data.join("uploads"), "uploads", &mut files);
+    for (rel, path) in files {
+        let bytes = std::fs::read(&path).map_err(io(format!("read {}", path.display())))?;
+        append_bytes(&mut tar, &mut members, &rel, &bytes)?;
+    }
+
+    let now = time::OffsetDateTime::now_utc();
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        created_at: crate::util::fmt_time(now),
+        created_unix: now.unix_timestamp(),
+        kind: opts.kind.clone(),
+        note: opts.note.clone(),
+        source_path: db.display().to_string(),
+        app_version: env!("CARGO_PKG_VERSION").into(),
+        schema_version,
+        page_size,
+        page_count,
+        tables,
+        members: members.clone(),
+        secrets_excluded,
+    };
+    let json = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| io("encode manifest")(std::io::Error::other(e)))?;
+    tar.append(&header(MANIFEST_MEMBER, json.len() as u64), json.as_slice())
+        .map_err(io("write manifest"))?;
+    let enc = tar.into_inner().map_err(io("finish tar"))?;
+    let mut out = enc.finish().map_err(io("finish zstd"))?;
+    out.flush().map_err(io("flush archive"))?;
+    let Hashing {
+        inner,
+        hasher,
+        written,
+    } = out;
+    let file = inner
+        .into_inner()
+        .map_err(|e| io("flush archive")(e.into_error()))?;
+    file.sync_all()
+        .map_err(io(format!("fsync {}", tmp_path.display())))?;
+    tracing::info!(
+        backup = name,
+        bytes = written,
+        secs = start.elapsed().as_secs_f64(),
+        "backup written"
+    );
+    Ok((manifest, written, hasher.finalize().to_hex().to_string()))
+}
+
+/// Take a backup of the configured database, holding the backup lock.
+pub fn create(l: &Loaded, opts: &CreateOptions) -> Result<BackupInfo> {
+    let _lock = super::BackupLock::acquire(&l.paths.backups, "create")?;
+    create_locked(l, &l.paths.db, opts)
+}
