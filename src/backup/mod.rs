@@ -13,6 +13,7 @@ pub mod drill;
 mod lock;
 pub mod restore;
 pub mod retention;
+pub mod schedule;
 pub mod snapshot;
 pub mod verify;
 

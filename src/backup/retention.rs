@@ -125,7 +125,7 @@ mod tests {
         all[100] = b("b100", now - 50 * day, "manual", Some(true));
         all.push(b("safety-new", now - day, "safety", None));
         all.push(b("safety-old", now - 30 * day, "safety", None));
-        all.sort_by(|a, b| b.created_unix.cmp(&a.created_unix));
+        all.sort_by_key(|b| std::cmp::Reverse(b.created_unix));
         let s = BackupSettings {
             keep_daily: 7,
             keep_weekly: 4,
@@ -138,9 +138,10 @@ mod tests {
         let get = |n: &str| plan.iter().find(|d| d.name == n).unwrap();
         assert!(get("b100").keep && get("b100").reason.contains("newest verified"));
         assert!(get("b000").keep && get("b000").reason.contains("daily"));
+        // now is 08:00: b001 (20:00 the day before) is that day's newest, b002 (08:00) is not.
         assert!(
-            !get("b001").keep,
-            "second backup of the same day is not kept"
+            get("b001").keep && !get("b002").keep,
+            "only the newest backup of a day is kept"
         );
         assert!(get("safety-new").keep);
         assert!(!get("safety-old").keep);

@@ -99,7 +99,7 @@ pub async fn run(g: &Global, a: &ServeArgs) -> anyhow::Result<u8> {
         .await?
         .with_context(|| format!("cannot open database {}", paths.db.display()))?;
     let store: Arc<dyn ContentStore> = Arc::new(store);
-    let state = AppState::new(store.clone(), s.clone(), paths.data.clone());
+    let state = AppState::new(store.clone(), s.clone(), paths);
 
     // Integrity in the background: at start, then every interval.
     let qc_state = state.clone();
@@ -110,6 +110,9 @@ pub async fn run(g: &Global, a: &ServeArgs) -> anyhow::Result<u8> {
             tokio::time::sleep(qc_every).await;
         }
     });
+
+    let backup_task = (!s.backup.schedule.trim().is_empty())
+        .then(|| tokio::spawn(crate::backup::schedule::run(loaded.clone())));
 
     let local = |a: SocketAddr| {
         if a.ip().is_unspecified() {
@@ -169,6 +172,9 @@ pub async fn run(g: &Global, a: &ServeArgs) -> anyhow::Result<u8> {
         );
     }
     qc_task.abort();
+    if let Some(t) = backup_task {
+        t.abort();
+    }
     let st = store.clone();
     match tokio::task::spawn_blocking(move || st.checkpoint()).await {
         Ok(Ok(())) => tracing::info!("WAL checkpointed"),

@@ -42,6 +42,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Directory whose volume `/health/detailed` reports free space for.
     pub data_dir: PathBuf,
+    /// Where backups are, for the backup age check and metrics.
+    pub backups_dir: PathBuf,
     pub request_timeout: Duration,
     pub quick_check: Arc<Mutex<Option<QuickCheck>>>,
     pub security: SecurityHeaders,
@@ -49,7 +51,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn ContentStore>, settings: Settings, data_dir: PathBuf) -> AppState {
+    pub fn new(
+        store: Arc<dyn ContentStore>,
+        settings: Settings,
+        paths: &crate::config::Paths,
+    ) -> AppState {
+        let data_dir = paths.data.clone();
         let settings_hsts = settings.server.public_url.starts_with("https://");
         AppState {
             store,
@@ -61,6 +68,7 @@ impl AppState {
             request_timeout: Duration::from_secs(settings.server.request_timeout_secs),
             settings: Arc::new(settings),
             data_dir,
+            backups_dir: paths.backups.clone(),
             quick_check: Arc::default(),
             security: SecurityHeaders {
                 csp: SecurityHeaders::API_CSP,

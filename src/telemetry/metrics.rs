@@ -61,7 +61,41 @@ fn describe() {
         Unit::Seconds,
         "Seconds since the server started."
     );
+    describe_gauge!(
+        "aica_backup_last_success_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time of the newest backup that is not known to be corrupt."
+    );
+    describe_gauge!(
+        "aica_backup_last_duration_seconds",
+        Unit::Seconds,
+        "How long the newest backup took to write."
+    );
+    describe_gauge!(
+        "aica_backup_last_size_bytes",
+        Unit::Bytes,
+        "Size of the newest backup archive."
+    );
+    describe_counter!(
+        "aica_backups_total",
+        "Scheduled backups run by this server, by result."
+    );
     metrics::gauge!("aica_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// Set the backup gauges from the newest good backup in `dir` (any process may have made it).
+pub fn backup_gauges(dir: &std::path::Path) {
+    let newest = crate::backup::list(dir).ok().and_then(|l| {
+        l.into_iter()
+            .find(|b| b.kind != "safety" && b.state != "corrupt" && b.state != "no sidecar")
+    });
+    if let Some(b) = newest {
+        metrics::gauge!("aica_backup_last_success_timestamp_seconds").set(b.created_unix as f64);
+        metrics::gauge!("aica_backup_last_size_bytes").set(b.size as f64);
+        if let Some(s) = crate::backup::read_sidecar(&b.path) {
+            metrics::gauge!("aica_backup_last_duration_seconds").set(s.duration_secs);
+        }
+    }
 }
 
 /// Collect process figures and render the text exposition format.

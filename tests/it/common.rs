@@ -52,7 +52,7 @@ impl TestApp {
         let state = AppState::new(
             store.clone() as Arc<dyn ContentStore>,
             loaded.settings.clone(),
-            loaded.paths.data.clone(),
+            &loaded.paths,
         );
         state.refresh_quick_check().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -30,13 +30,16 @@ fn up_status_down_and_stale_pid_file() {
     assert_eq!(o.status.code(), Some(0));
     assert!(text(&o).contains("already running"), "{}", text(&o));
 
-    // Health is "warn" until the first background quick_check completes.
-    let v: serde_json::Value = wait_for("health pass", Duration::from_secs(30), || {
+    // Integrity is "warn" until the first background quick_check completes; the
+    // whole status stays "warn" until a verified backup exists.
+    let v: serde_json::Value = wait_for("integrity pass", Duration::from_secs(30), || {
         let o = aica(dir, &["status", "--json"]);
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        (v["health"]["status"] == "pass").then_some(v)
+        (v["health"]["checks"]["database:integrity"][0]["status"] == "pass").then_some(v)
     });
+    assert_eq!(v["health"]["status"], "warn");
+    assert_eq!(v["health"]["checks"]["backup:age"][0]["status"], "warn");
     assert_eq!(v["running"], true);
     let backend = v["process"]["backend"].as_str().unwrap().to_string();
     assert_eq!(get(&format!("http://{backend}/health")).unwrap().0, 200);

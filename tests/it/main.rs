@@ -2,6 +2,7 @@
 
 mod api_read;
 mod api_write;
+mod backup;
 mod bad_input;
 mod common;
 mod health_metrics;

@@ -203,6 +203,30 @@ pub async fn detailed(State(st): State<AppState>) -> Response {
         ),
     }
 
+    let dir = st.backups_dir.clone();
+    let newest = tokio::task::spawn_blocking(move || crate::backup::newest_verified(&dir))
+        .await
+        .ok()
+        .flatten();
+    let max_age = st.settings.backup.max_age_hours as i64 * 3600;
+    match newest {
+        Some(b) => {
+            let age = time::OffsetDateTime::now_utc().unix_timestamp() - b.created_unix;
+            let level = if age > max_age { Level::Warn } else { Level::Pass };
+            r.add(
+                "backup:age",
+                level,
+                json!({"componentType": "system", "observedValue": age, "observedUnit": "s",
+                       "backup": b.name, "warnAboveSeconds": max_age}),
+            );
+        }
+        None => r.add(
+            "backup:age",
+            Level::Warn,
+            json!({"componentType": "system", "output": "no verified backup yet: run 'aica backup create --verify'"}),
+        ),
+    }
+
     if let Some(rss) = crate::util::rss_bytes() {
         r.add(
             "process:memory",

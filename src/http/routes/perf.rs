@@ -16,6 +16,9 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     if let Ok(Ok(size)) = tokio::task::spawn_blocking(move || store.size_bytes()).await {
         metrics::gauge!("aica_db_size_bytes").set(size as f64);
     }
+    let dir = st.backups_dir.clone();
+    let _ =
+        tokio::task::spawn_blocking(move || crate::telemetry::metrics::backup_gauges(&dir)).await;
     let body = tokio::task::spawn_blocking(crate::telemetry::metrics::render)
         .await
         .unwrap_or_default();
