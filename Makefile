@@ -3,7 +3,7 @@ CARGO ?= cargo
 AICA  := target/release/aica
 ARGS  ?=
 
-.PHONY: help build up down restart status serve logs doctor config test lint fmt bench-http clean-run
+.PHONY: help build up down restart status serve logs doctor config backup list-backups verify-backups restore restore-from backup-drill prune-backups test lint fmt bench-http bench-backup
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -35,6 +35,28 @@ doctor: build ## Why won't it start? config, ports, dirs, database, disk
 config: build ## Effective settings and where each came from
 	$(AICA) config show $(ARGS)
 
+backup: build ## Take a verified backup now (the server may keep running)
+	$(AICA) backup create --verify $(ARGS)
+
+list-backups: build ## Backups, newest first, with their verified state
+	$(AICA) backup list $(ARGS)
+
+verify-backups: build ## Re-verify every backup
+	$(AICA) backup verify --all $(ARGS)
+
+restore: build ## Restore the newest backup (asks first; stop the server before: make down)
+	$(AICA) backup restore --latest $(ARGS)
+
+restore-from: build ## Restore a named backup: make restore-from BACKUP_FILE=aica-...aicabak
+	@if [ -z "$(BACKUP_FILE)" ]; then echo "usage: make restore-from BACKUP_FILE=<name from make list-backups>"; exit 2; fi
+	$(AICA) backup restore "$$(basename '$(BACKUP_FILE)')" $(ARGS)
+
+backup-drill: build ## Monthly restore test / quarterly DR drill: restore, serve, smoke, RTO and RPO
+	$(AICA) backup drill $(ARGS)
+
+prune-backups: build ## Apply retention (make prune-backups ARGS=--dry-run to preview)
+	$(AICA) backup prune $(ARGS)
+
 test: lint ## The whole test suite (what CI runs)
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --locked --no-fail-fast; \
@@ -51,3 +73,6 @@ fmt: ## Format the code
 
 bench-http: ## HTTP benchmark against FastAPI and bare axum (needs wrk)
 	bash bench/http.sh
+
+bench-backup: ## Backup/restore benchmark against cp+tar and sqlite3 .backup+zstd
+	bash bench/backup.sh
