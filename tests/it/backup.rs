@@ -451,3 +451,15 @@ fn scheduled_backups_run_inside_serve() {
     s.signal(Signal::SIGTERM);
     s.wait_exit(Duration::from_secs(30));
 }
+
+#[test]
+fn a_second_backup_operation_says_who_holds_the_lock() {
+    let d = seeded();
+    let l = loaded(d.path(), &[]);
+    let _held = backup::BackupLock::acquire(&l.paths.backups, "test holder").unwrap();
+    let o = aica(d.path(), &["backup", "create"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("another backup operation is running") && t.contains(&format!("pid {}", std::process::id())) && t.contains("test holder"), "{t}");
+    assert!(names(d.path()).is_empty());
+}
