@@ -38,6 +38,65 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
     Ok(h.finalize().to_hex().to_string())
 }
 
+/// Hashes every byte read through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: blake3::Hasher,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Write the database member to `out` while hashing it; decompression stays on
+/// this thread, hashing and writing run on another (the two overlap). Fsyncs.
+fn extract(entry: &mut impl Read, out: &Path, name: &str) -> Result<(u64, String)> {
+    let file = std::fs::File::create(out).map_err(io(format!("create {}", out.display())))?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+    let writer = std::thread::spawn(move || -> std::io::Result<(u64, String)> {
+        let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
+        let mut h = blake3::Hasher::new();
+        let mut size = 0u64;
+        for chunk in rx {
+            h.update(&chunk);
+            size += chunk.len() as u64;
+            file.write_all(&chunk)?;
+        }
+        let file = file.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok((size, h.finalize().to_hex().to_string()))
+    });
+    let mut read_err = None;
+    loop {
+        let mut buf = vec![0u8; 1 << 20];
+        match entry.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.truncate(n);
+                if tx.send(buf).is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                read_err = Some(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let written = writer
+        .join()
+        .map_err(|_| BackupError::Refused("the extraction thread panicked".into()))?;
+    if let Some(e) = read_err {
+        return Err(corrupt(name, format!("{DB_MEMBER}: {e}")));
+    }
+    written.map_err(io(format!("write {}", out.display())))
+}
+
 /// Verify `b`, extracting its database to `db_out` (fsynced). Does not record.
 pub fn check(b: &BackupInfo, db_out: &Path) -> Result<Verified> {
     let name = b.name.as_str();
@@ -53,20 +112,16 @@ pub fn check(b: &BackupInfo, db_out: &Path) -> Result<Verified> {
                 supported: crate::store::SCHEMA_VERSION,
             });
         }
-        let actual = hash_file(&b.path).map_err(io(format!("read {}", b.path.display())))?;
-        if actual != s.archive_blake3 {
-            return Err(corrupt(
-                name,
-                format!(
-                    "archive checksum {actual} differs from the recorded {}",
-                    s.archive_blake3
-                ),
-            ));
-        }
     }
+    let expected_hash = sidecar.as_ref().map(|s| s.archive_blake3.clone());
     let file = std::fs::File::open(&b.path).map_err(io(format!("open {}", b.path.display())))?;
-    let dec =
-        zstd::Decoder::new(file).map_err(|e| corrupt(name, format!("not a zstd archive: {e}")))?;
+    // The archive is hashed as it is decompressed: one read of the file.
+    let reader = HashingReader {
+        inner: file,
+        hasher: blake3::Hasher::new(),
+    };
+    let dec = zstd::Decoder::new(reader)
+        .map_err(|e| corrupt(name, format!("not a zstd archive: {e}")))?;
     let mut archive = tar::Archive::new(dec);
     let mut hashes: BTreeMap<String, (u64, String)> = BTreeMap::new();
     let mut manifest: Option<Manifest> = None;
@@ -91,36 +146,28 @@ pub fn check(b: &BackupInfo, db_out: &Path) -> Result<Verified> {
             );
             continue;
         }
-        let mut h = blake3::Hasher::new();
-        let mut size = 0u64;
-        let mut out = if path == DB_MEMBER {
-            Some(
-                std::fs::File::create(db_out)
-                    .map_err(io(format!("create {}", db_out.display())))?,
-            )
+        let (size, hash) = if path == DB_MEMBER {
+            extract(&mut entry, db_out, name)?
         } else {
-            None
-        };
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = entry
-                .read(&mut buf)
+            let mut h = blake3::Hasher::new();
+            let size = std::io::copy(&mut entry, &mut h)
                 .map_err(|e| corrupt(name, format!("{path}: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            size += n as u64;
-            if let Some(f) = out.as_mut() {
-                f.write_all(&buf[..n])
-                    .map_err(io(format!("write {}", db_out.display())))?;
-            }
+            (size, h.finalize().to_hex().to_string())
+        };
+        hashes.insert(path, (size, hash));
+    }
+    // Hash the rest of the file (tar padding, zstd epilogue) and compare.
+    let mut rest = archive.into_inner().finish().into_inner();
+    std::io::copy(&mut rest, &mut std::io::sink())
+        .map_err(io(format!("read {}", b.path.display())))?;
+    let actual = rest.hasher.finalize().to_hex().to_string();
+    if let Some(expected) = expected_hash {
+        if actual != expected {
+            return Err(corrupt(
+                name,
+                format!("archive checksum {actual} differs from the recorded {expected}"),
+            ));
         }
-        if let Some(f) = out {
-            f.sync_all()
-                .map_err(io(format!("fsync {}", db_out.display())))?;
-        }
-        hashes.insert(path, (size, h.finalize().to_hex().to_string()));
     }
     let manifest =
         manifest.ok_or_else(|| corrupt(name, "the archive has no manifest (truncated?)"))?;

@@ -460,6 +460,11 @@ fn a_second_backup_operation_says_who_holds_the_lock() {
     let o = aica(d.path(), &["backup", "create"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let t = text(&o);
-    assert!(t.contains("another backup operation is running") && t.contains(&format!("pid {}", std::process::id())) && t.contains("test holder"), "{t}");
+    assert!(
+        t.contains("another backup operation is running")
+            && t.contains(&format!("pid {}", std::process::id()))
+            && t.contains("test holder"),
+        "{t}"
+    );
     assert!(names(d.path()).is_empty());
 }
