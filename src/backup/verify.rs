@@ -101,17 +101,16 @@ fn extract(entry: &mut impl Read, out: &Path, name: &str) -> Result<(u64, String
 pub fn check(b: &BackupInfo, db_out: &Path) -> Result<Verified> {
     let name = b.name.as_str();
     let sidecar = super::read_sidecar(&b.path);
-    if let Some(s) = &sidecar {
-        if s.manifest.format_version > FORMAT_VERSION
-            || s.manifest.schema_version > crate::store::SCHEMA_VERSION
-        {
-            return Err(BackupError::TooNew {
-                name: name.into(),
-                format: s.manifest.format_version,
-                schema: s.manifest.schema_version,
-                supported: crate::store::SCHEMA_VERSION,
-            });
-        }
+    if let Some(s) = &sidecar
+        && (s.manifest.format_version > FORMAT_VERSION
+            || s.manifest.schema_version > crate::store::SCHEMA_VERSION)
+    {
+        return Err(BackupError::TooNew {
+            name: name.into(),
+            format: s.manifest.format_version,
+            schema: s.manifest.schema_version,
+            supported: crate::store::SCHEMA_VERSION,
+        });
     }
     let expected_hash = sidecar.as_ref().map(|s| s.archive_blake3.clone());
     let file = std::fs::File::open(&b.path).map_err(io(format!("open {}", b.path.display())))?;
@@ -161,13 +160,13 @@ pub fn check(b: &BackupInfo, db_out: &Path) -> Result<Verified> {
     std::io::copy(&mut rest, &mut std::io::sink())
         .map_err(io(format!("read {}", b.path.display())))?;
     let actual = rest.hasher.finalize().to_hex().to_string();
-    if let Some(expected) = expected_hash {
-        if actual != expected {
-            return Err(corrupt(
-                name,
-                format!("archive checksum {actual} differs from the recorded {expected}"),
-            ));
-        }
+    if let Some(expected) = expected_hash
+        && actual != expected
+    {
+        return Err(corrupt(
+            name,
+            format!("archive checksum {actual} differs from the recorded {expected}"),
+        ));
     }
     let manifest =
         manifest.ok_or_else(|| corrupt(name, "the archive has no manifest (truncated?)"))?;
