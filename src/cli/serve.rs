@@ -87,6 +87,7 @@ pub async fn run(g: &Global, a: &ServeArgs) -> anyhow::Result<u8> {
         redactor,
     )?;
     telemetry::metrics::handle();
+    let upkeep = telemetry::metrics::spawn_upkeep();
 
     let backend_listener = bind(&s.server.host, s.server.port, "server.port").await?;
     let console_listener = bind(&s.server.host, s.console.port, "console.port").await?;
@@ -172,6 +173,7 @@ pub async fn run(g: &Global, a: &ServeArgs) -> anyhow::Result<u8> {
         );
     }
     qc_task.abort();
+    upkeep.abort();
     if let Some(t) = backup_task {
         t.abort();
     }

@@ -78,7 +78,7 @@ pub fn init_server(
         .map_err(|e| anyhow::anyhow!("cannot open log file in {}: {e}", dir.display()))?;
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .buffered_lines_limit(64 * 1024)
+        .buffered_lines_limit(8 * 1024)
         // Batch lines into few write(2) calls: the worker flushes whenever its queue drains.
         .finish(std::io::BufWriter::with_capacity(64 * 1024, appender));
     let redactor = std::sync::Arc::new(redactor);

@@ -83,6 +83,20 @@ fn describe() {
     metrics::gauge!("aica_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
+/// Histogram samples accumulate until upkeep drains them into buckets: run it
+/// every few seconds so memory stays flat however long nobody scrapes.
+pub fn spawn_upkeep() -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            if let Some(h) = handle() {
+                h.run_upkeep();
+            }
+        }
+    })
+}
+
 /// Set the backup gauges from the newest good backup in `dir` (any process may have made it).
 pub fn backup_gauges(dir: &std::path::Path) {
     let newest = crate::backup::list(dir).ok().and_then(|l| {
