@@ -194,10 +194,16 @@ pub async fn drill(l: &Loaded, name: Option<&str>, exe: &Path) -> Result<DrillRe
         report_markdown: l.paths.reports.join(format!("drill-{stamp}.md")),
         report_json: l.paths.reports.join(format!("drill-{stamp}.json")),
     };
+    // Scratch on the run volume (not /tmp, which may be too small for a restored copy).
+    std::fs::create_dir_all(&l.paths.run)
+        .map_err(io(format!("create {}", l.paths.run.display())))?;
     let scratch = tempfile::Builder::new()
-        .prefix("aica-drill-")
-        .tempdir()
-        .map_err(io("create scratch directory"))?;
+        .prefix("drill-")
+        .tempdir_in(&l.paths.run)
+        .map_err(io(format!(
+            "create a scratch directory in {}",
+            l.paths.run.display()
+        )))?;
     let data = scratch.path().join("data");
     std::fs::create_dir_all(&data).map_err(io("create scratch data dir"))?;
     let verified = {
