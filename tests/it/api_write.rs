@@ -2,6 +2,7 @@
 
 use crate::common::TestApp;
 use aica::store::ContentStore;
+use reqwest::Method;
 use serde_json::json;
 
 fn article(slug: &str) -> serde_json::Value {
@@ -12,15 +13,11 @@ fn article(slug: &str) -> serde_json::Value {
 #[tokio::test]
 async fn writes_need_a_key_of_the_right_role_and_are_audited() {
     let app = TestApp::start().await;
-    let url = format!("{}/api/articles", app.url);
+    let url = "/api/articles";
 
     let r = app
-        .client
-        .post(&url)
-        .json(&article("no-key"))
-        .send()
-        .await
-        .unwrap();
+        .send(Method::POST, url, None, Some(&article("no-key")))
+        .await;
     assert_eq!(r.status(), 401);
     let body: serde_json::Value = r.json().await.unwrap();
     assert!(
@@ -31,47 +28,35 @@ async fn writes_need_a_key_of_the_right_role_and_are_audited() {
     );
 
     let r = app
-        .client
-        .post(&url)
-        .bearer_auth("aica_wrong")
-        .json(&article("bad-key"))
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Method::POST,
+            url,
+            Some("aica_wrong"),
+            Some(&article("bad-key")),
+        )
+        .await;
     assert_eq!(r.status(), 401);
 
     let editor = app.key("ed", "editor");
     let r = app
-        .client
-        .post(&url)
-        .bearer_auth(&editor)
-        .json(&article("first-post"))
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Method::POST,
+            url,
+            Some(&editor),
+            Some(&article("first-post")),
+        )
+        .await;
     assert_eq!(r.status(), 201);
     let created: serde_json::Value = r.json().await.unwrap();
     assert_eq!(created["tags"], json!(["testing", "typescript"]));
     assert!(created["published_at"].is_string());
 
     // Editors may not reset stats (admin only).
-    let reset = format!("{}/api/optimized/performance/reset", app.url);
-    let r = app
-        .client
-        .post(&reset)
-        .bearer_auth(&editor)
-        .send()
-        .await
-        .unwrap();
+    let reset = "/api/optimized/performance/reset";
+    let r = app.send(Method::POST, reset, Some(&editor), None).await;
     assert_eq!(r.status(), 403);
     let admin = app.key("boss", "admin");
-    let r = app
-        .client
-        .post(&reset)
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let r = app.send(Method::POST, reset, Some(&admin), None).await;
     assert_eq!(r.status(), 200);
 
     let audit = app.store.recent_audit(10).unwrap();
@@ -91,33 +76,25 @@ async fn writes_need_a_key_of_the_right_role_and_are_audited() {
 
     // Admins can read the audit log over HTTP; editors cannot.
     let r = app
-        .client
-        .get(format!("{}/api/audit?limit=3", app.url))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, "/api/audit?limit=3", Some(&admin), None)
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Vec<serde_json::Value>>().await.unwrap().len(), 3);
     let r = app
-        .client
-        .get(format!("{}/api/audit", app.url))
-        .bearer_auth(&editor)
-        .send()
-        .await
-        .unwrap();
+        .send(Method::GET, "/api/audit", Some(&editor), None)
+        .await;
     assert_eq!(r.status(), 403);
 
     // A revoked key stops working.
     assert!(app.store.revoke_key("ed").unwrap());
     let r = app
-        .client
-        .post(&url)
-        .bearer_auth(&editor)
-        .json(&article("after-revoke"))
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Method::POST,
+            url,
+            Some(&editor),
+            Some(&article("after-revoke")),
+        )
+        .await;
     assert_eq!(r.status(), 401);
 }
 
@@ -134,71 +111,58 @@ async fn update_delete_and_cache_invalidation() {
     let mut a = article("cache-test");
     a["author"] = json!("Cache Tester");
     let r = app
-        .client
-        .post(format!("{}/api/articles", app.url))
-        .bearer_auth(&key)
-        .json(&a)
-        .send()
-        .await
-        .unwrap();
+        .send(Method::POST, "/api/articles", Some(&key), Some(&a))
+        .await;
     assert_eq!(r.status(), 201);
     let (_, after) = app.json(list).await;
     assert_eq!(after["total"], 1, "a write must invalidate cached listings");
 
     // Conflict on duplicate slug.
     let r = app
-        .client
-        .post(format!("{}/api/articles", app.url))
-        .bearer_auth(&key)
-        .json(&a)
-        .send()
-        .await
-        .unwrap();
+        .send(Method::POST, "/api/articles", Some(&key), Some(&a))
+        .await;
     assert_eq!(r.status(), 409);
 
     a["title"] = json!("Renamed");
     a["slug"] = json!("cache-test-2");
     let r = app
-        .client
-        .put(format!("{}/api/articles/cache-test", app.url))
-        .bearer_auth(&key)
-        .json(&a)
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Method::PUT,
+            "/api/articles/cache-test",
+            Some(&key),
+            Some(&a),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let (s, got) = app.json("/api/articles/cache-test-2").await;
     assert_eq!((s, got["title"].as_str()), (200, Some("Renamed")));
     assert_eq!(app.json("/api/articles/cache-test").await.0, 404);
 
     let r = app
-        .client
-        .delete(format!("{}/api/articles/cache-test-2", app.url))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Method::DELETE,
+            "/api/articles/cache-test-2",
+            Some(&key),
+            None,
+        )
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(app.json("/api/articles/cache-test-2").await.0, 404);
     let r = app
-        .client
-        .delete(format!("{}/api/articles/cache-test-2", app.url))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Method::DELETE,
+            "/api/articles/cache-test-2",
+            Some(&key),
+            None,
+        )
+        .await;
     assert_eq!(r.status(), 404);
 
     // Trends and newsletters.
     let t = json!({"name": "Oxc", "category": "tooling", "period": "2026-11-23", "score": 42.5});
     let r = app
-        .client
-        .post(format!("{}/api/trends", app.url))
-        .bearer_auth(&key)
-        .json(&t)
-        .send()
-        .await
-        .unwrap();
+        .send(Method::POST, "/api/trends", Some(&key), Some(&t))
+        .await;
     assert_eq!(r.status(), 201);
     let id = r.json::<serde_json::Value>().await.unwrap()["id"]
         .as_i64()
@@ -206,23 +170,19 @@ async fn update_delete_and_cache_invalidation() {
     let (_, found) = app.json("/api/optimized/trends?name=Oxc").await;
     assert_eq!(found["total"], 1);
     let r = app
-        .client
-        .delete(format!("{}/api/trends/{id}", app.url))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Method::DELETE,
+            &format!("/api/trends/{id}"),
+            Some(&key),
+            None,
+        )
+        .await;
     assert_eq!(r.status(), 200);
 
     let n = json!({"slug": "special-issue", "title": "Special", "body": "Hi", "status": "draft"});
     let r = app
-        .client
-        .post(format!("{}/api/newsletters", app.url))
-        .bearer_auth(&key)
-        .json(&n)
-        .send()
-        .await
-        .unwrap();
+        .send(Method::POST, "/api/newsletters", Some(&key), Some(&n))
+        .await;
     assert_eq!(r.status(), 201);
     let id = r.json::<serde_json::Value>().await.unwrap()["id"]
         .as_i64()
@@ -231,13 +191,13 @@ async fn update_delete_and_cache_invalidation() {
     n2["status"] = json!("sent");
     n2["issued_at"] = json!("2026-11-20");
     let r = app
-        .client
-        .put(format!("{}/api/newsletters/{id}", app.url))
-        .bearer_auth(&key)
-        .json(&n2)
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Method::PUT,
+            &format!("/api/newsletters/{id}"),
+            Some(&key),
+            Some(&n2),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.json::<serde_json::Value>().await.unwrap()["issued_at"],
