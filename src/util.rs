@@ -12,9 +12,20 @@ pub fn fmt_time(t: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-/// Now, formatted with [`fmt_time`].
+/// Now, formatted with [`fmt_time`]; formatted once per second per thread.
 pub fn now() -> String {
-    fmt_time(OffsetDateTime::now_utc())
+    thread_local! {
+        static LAST: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    let t = OffsetDateTime::now_utc();
+    let sec = t.unix_timestamp();
+    LAST.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != sec {
+            *c = (sec, fmt_time(t));
+        }
+        c.1.clone()
+    })
 }
 
 /// Parse `24h`, `30m`, `7d`, `90s` (humantime syntax) into a duration.

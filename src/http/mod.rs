@@ -33,9 +33,19 @@ pub struct QuickCheck {
     pub took_ms: f64,
 }
 
-/// Everything handlers share. Cheap to clone.
+/// Everything handlers share: one `Arc`, so the per-request clone is one increment.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The fields behind [`AppState`].
+pub struct Shared {
     pub store: Arc<dyn ContentStore>,
     pub cache: cache::ReadCache,
     pub stats: Arc<Stats>,
@@ -58,7 +68,7 @@ impl AppState {
     ) -> AppState {
         let data_dir = paths.data.clone();
         let settings_hsts = settings.server.public_url.starts_with("https://");
-        AppState {
+        AppState(Arc::new(Shared {
             store,
             cache: cache::ReadCache::new(
                 settings.cache.max_entries,
@@ -75,7 +85,7 @@ impl AppState {
                 hsts: settings_hsts,
             },
             route_metrics: Arc::default(),
-        }
+        }))
     }
 
     /// Run `PRAGMA quick_check` now and remember the result for `/health/detailed`.
