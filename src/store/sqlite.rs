@@ -72,7 +72,7 @@ impl SqliteStore {
         }
         let pool = r2d2::Pool::builder()
             .max_size(pool_size)
-            .min_idle(Some(1))
+            .min_idle(Some(pool_size)) // idle connections let /health ping without a thread hop
             .connection_timeout(Duration::from_secs(10))
             .build(Manager {
                 path: path.to_path_buf(),
