@@ -446,8 +446,12 @@ fn scheduled_backups_run_inside_serve() {
             .find(|b| b.kind == "scheduled" && b.state == "verified")
     });
     assert!(b.name.ends_with("-scheduled.aicabak"));
-    let (_, m) = crate::common::get(&format!("{}/metrics", s.backend)).unwrap();
-    assert!(m.contains(r#"aica_backups_total{result="success"}"#), "{m}");
+    // The counter moves right after the sidecar is written: wait for it too.
+    wait_for("success counter", Duration::from_secs(10), || {
+        let (_, m) = crate::common::get(&format!("{}/metrics", s.backend))?;
+        m.contains(r#"aica_backups_total{result="success"} 1"#)
+            .then_some(())
+    });
     s.signal(Signal::SIGTERM);
     s.wait_exit(Duration::from_secs(30));
 }
