@@ -18,15 +18,9 @@ pub trait Destination: Send + Sync {
 pub struct LocalDir(pub PathBuf);
 
 fn copy_atomic(src: &Path, dst: &Path) -> std::io::Result<()> {
-    let dir = dst.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        dst.file_name().and_then(|n| n.to_str()).unwrap_or("copy")
-    ));
-    std::fs::copy(src, &tmp)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, dst)?;
-    std::fs::File::open(dir)?.sync_all()
+    crate::util::replace_file(dst, |f| {
+        std::io::copy(&mut std::fs::File::open(src)?, f).map(|_| ())
+    })
 }
 
 impl Destination for LocalDir {

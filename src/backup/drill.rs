@@ -231,9 +231,8 @@ pub async fn drill(l: &Loaded, name: Option<&str>, exe: &Path) -> Result<DrillRe
         .map_err(io(format!("create {}", l.paths.reports.display())))?;
     let json = serde_json::to_vec_pretty(&report)
         .map_err(|e| io("encode report")(std::io::Error::other(e)))?;
-    crate::ops::pidfile::write_atomic(&report.report_json, &json)
-        .map_err(io("write drill report"))?;
-    crate::ops::pidfile::write_atomic(&report.report_markdown, markdown(&report).as_bytes())
+    crate::util::write_atomic(&report.report_json, &json).map_err(io("write drill report"))?;
+    crate::util::write_atomic(&report.report_markdown, markdown(&report).as_bytes())
         .map_err(io("write drill report"))?;
     if let Some(mut s) = super::read_sidecar(&b.path) {
         s.drill = Some(Check {

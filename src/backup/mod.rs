@@ -176,7 +176,7 @@ pub fn read_sidecar(archive: &Path) -> Option<Sidecar> {
 pub fn write_sidecar(archive: &Path, s: &Sidecar) -> Result<()> {
     let json =
         serde_json::to_vec_pretty(s).map_err(|e| io("encode sidecar")(std::io::Error::other(e)))?;
-    crate::ops::pidfile::write_atomic(&sidecar_path(archive), &json)
+    crate::util::write_atomic(&sidecar_path(archive), &json)
         .map_err(io(format!("write {}", sidecar_path(archive).display())))
 }
 

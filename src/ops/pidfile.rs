@@ -4,7 +4,6 @@
 
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// What a running server tells the world about itself.
@@ -54,26 +53,6 @@ fn open_lock(run_dir: &Path) -> std::io::Result<File> {
         .open(lock_path(run_dir))
 }
 
-/// Write `bytes` to `path` through a temp file, fsync and rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
 impl RunLock {
     /// Take the lock, or say who holds it.
     pub fn acquire(run_dir: &Path) -> Result<RunLock, Box<Option<PidInfo>>> {
@@ -90,7 +69,7 @@ impl RunLock {
     /// Publish the pid file (after the listeners are bound, so ports are real).
     pub fn publish(&self, info: &PidInfo) -> std::io::Result<()> {
         let json = serde_json::to_vec_pretty(info).map_err(std::io::Error::other)?;
-        write_atomic(&self.pid_path, &json)
+        crate::util::write_atomic(&self.pid_path, &json)
     }
 }
 
@@ -171,7 +150,8 @@ mod tests {
         drop(lock);
         assert!(matches!(state(d.path()), RunState::NotRunning));
         // A crash leaves the pid file without a lock holder.
-        write_atomic(&pid_path(d.path()), &serde_json::to_vec(&info(7)).unwrap()).unwrap();
+        crate::util::write_atomic(&pid_path(d.path()), &serde_json::to_vec(&info(7)).unwrap())
+            .unwrap();
         assert!(matches!(state(d.path()), RunState::Stale(Some(ref i)) if i.pid == 7));
         assert_eq!(clean_stale(d.path()).map(|i| i.pid), Some(7));
         assert!(matches!(state(d.path()), RunState::NotRunning));

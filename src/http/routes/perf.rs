@@ -12,16 +12,17 @@ use std::net::SocketAddr;
 
 pub async fn metrics(State(st): State<AppState>) -> Response {
     metrics::gauge!("aica_uptime_seconds").set(st.stats.uptime().as_secs_f64());
-    let store = st.store.clone();
-    if let Ok(Ok(size)) = tokio::task::spawn_blocking(move || store.size_bytes()).await {
-        metrics::gauge!("aica_db_size_bytes").set(size as f64);
-    }
-    let dir = st.backups_dir.clone();
-    let _ =
-        tokio::task::spawn_blocking(move || crate::telemetry::metrics::backup_gauges(&dir)).await;
-    let body = tokio::task::spawn_blocking(crate::telemetry::metrics::render)
-        .await
-        .unwrap_or_default();
+    let (store, dir) = (st.store.clone(), st.backups_dir.clone());
+    // File-system reads and rendering, in one trip to the blocking pool.
+    let body = tokio::task::spawn_blocking(move || {
+        if let Ok(size) = store.size_bytes() {
+            metrics::gauge!("aica_db_size_bytes").set(size as f64);
+        }
+        crate::telemetry::metrics::backup_gauges(&dir);
+        crate::telemetry::metrics::render()
+    })
+    .await
+    .unwrap_or_default();
     let mut resp = body.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
