@@ -1,16 +1,18 @@
 //! AICA-SyS: the content platform and every operations task it needs, in one binary.
 //!
-//! See ARCHITECTURE.md for the codemap. In short: `cli` parses and dispatches,
-//! `config` builds the typed settings, `store` owns the database, `http` and
-//! `console` serve it, `telemetry` observes it, `ops` holds operational logic
-//! (pid files, doctor checks, log reading) callable from CLI, HTTP and tests.
+//! See ARCHITECTURE.md for the codemap and the layers. In short: `cli` parses and
+//! dispatches; `http` and `console` are the two faces; `backup` and `ops` are
+//! services; `config`, `store`, `telemetry`, `run`, `check` and `util` are the
+//! core, which never imports from the layers above it.
 
 pub mod backup;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod console;
 pub mod http;
 pub mod ops;
+pub mod run;
 pub mod store;
 pub mod telemetry;
 pub mod util;

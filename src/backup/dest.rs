@@ -52,8 +52,13 @@ impl Destination for LocalDir {
     }
 }
 
-/// The configured mirror, if any; a relative path is under `base`.
-pub fn mirror(s: &Settings, base: &Path) -> Option<Box<dyn Destination>> {
+/// The configured mirror directory, if any; a relative path is under `base`.
+pub fn mirror_dir(s: &Settings, base: &Path) -> Option<PathBuf> {
     let d = s.backup.mirror_dir.trim();
-    (!d.is_empty()).then(|| Box::new(LocalDir(base.join(d))) as Box<dyn Destination>)
+    (!d.is_empty()).then(|| base.join(d))
+}
+
+/// The configured mirror, if any.
+pub fn mirror(s: &Settings, base: &Path) -> Option<Box<dyn Destination>> {
+    mirror_dir(s, base).map(|d| Box::new(LocalDir(d)) as Box<dyn Destination>)
 }

@@ -1,8 +1,12 @@
 //! `backup drill`: the monthly restore test and quarterly DR drill. Restore the
 //! newest backup into a scratch directory, verify it, start a real server on it,
-//! run smoke requests, stop it, and report the measured RTO and RPO.
+//! run smoke requests, stop it, and report the measured RTO and RPO. The
+//! drill holds the backup lock throughout; its server gets an environment
+//! built for it (never the parent's `AICA_*`, which may name production) and
+//! dies with the drill.
 
-use super::{BackupError, BackupInfo, Check, Result, io};
+use super::{BackupError, BackupInfo, BackupLock, Cancel, Result, io};
+use crate::check::Check;
 use crate::config::Loaded;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -52,7 +56,7 @@ async fn serve_and_smoke(
     report: &mut DrillReport,
 ) -> Result<()> {
     let manifest = super::read_sidecar(&b.path).map(|s| s.manifest);
-    let mut child = tokio::process::Command::new(exe)
+    let mut child = crate::run::child::isolated(exe)
         .arg("--dir")
         .arg(scratch)
         .args([
@@ -69,7 +73,6 @@ async fn serve_and_smoke(
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .map_err(io(format!("start {}", exe.display())))?;
     let client = reqwest::Client::builder()
@@ -86,7 +89,7 @@ async fn serve_and_smoke(
         }
         if let Some(info) = std::fs::read(scratch.join("run/aica.pid"))
             .ok()
-            .and_then(|b| serde_json::from_slice::<crate::ops::pidfile::PidInfo>(&b).ok())
+            .and_then(|b| serde_json::from_slice::<crate::run::pidfile::PidInfo>(&b).ok())
         {
             let url = format!("http://{}", info.backend);
             if get(&client, &format!("{url}/health/ready")).await.0 == 200 {
@@ -179,7 +182,11 @@ fn markdown(r: &DrillReport) -> String {
 pub async fn drill(l: &Loaded, name: Option<&str>, exe: &Path) -> Result<DrillReport> {
     let start = Instant::now();
     let now = time::OffsetDateTime::now_utc();
-    let b = super::find(&l.paths.backups, name)?;
+    let ll = l.clone();
+    let lock = tokio::task::spawn_blocking(move || BackupLock::acquire(&ll, "drill"))
+        .await
+        .map_err(|e| BackupError::Refused(e.to_string()))??;
+    let b = super::find(lock.dir(), name)?;
     let stamp = crate::util::fmt_time(now).replace(':', "");
     let mut report = DrillReport {
         backup: b.name.clone(),
@@ -194,7 +201,8 @@ pub async fn drill(l: &Loaded, name: Option<&str>, exe: &Path) -> Result<DrillRe
         report_markdown: l.paths.reports.join(format!("drill-{stamp}.md")),
         report_json: l.paths.reports.join(format!("drill-{stamp}.json")),
     };
-    // Scratch on the run volume (not /tmp, which may be too small for a restored copy).
+    // Scratch on the run volume (not /tmp, which may be too small for a
+    // restored copy); a killed drill's scratch is removed by the next lock holder.
     std::fs::create_dir_all(&l.paths.run)
         .map_err(io(format!("create {}", l.paths.run.display())))?;
     let scratch = tempfile::Builder::new()
@@ -206,18 +214,18 @@ pub async fn drill(l: &Loaded, name: Option<&str>, exe: &Path) -> Result<DrillRe
         )))?;
     let data = scratch.path().join("data");
     std::fs::create_dir_all(&data).map_err(io("create scratch data dir"))?;
-    let verified = {
-        let _lock = super::BackupLock::acquire(&l.paths.backups, "drill")?;
+    let (lock, verified) = {
         let bi = b.clone();
         let db = data.join("aica_sys.db");
-        let v = tokio::task::spawn_blocking(move || {
-            let v = super::verify::check(&bi, &db);
-            super::verify::record(&bi, &v).map(|_| v)
+        let (lock, v) = tokio::task::spawn_blocking(move || {
+            let v = super::verify::check(&bi, &db, None, &Cancel::default());
+            let recorded = super::verify::record(&lock, &bi, &v);
+            (lock, recorded.and(v))
         })
         .await
-        .map_err(|e| BackupError::Refused(e.to_string()))??;
+        .map_err(|e| BackupError::Refused(e.to_string()))?;
         report.verify_seconds = start.elapsed().as_secs_f64();
-        v
+        (lock, v)
     };
     let outcome = match verified {
         Ok(_) => serve_and_smoke(exe, scratch.path(), &b, start, &mut report).await,
@@ -235,15 +243,21 @@ pub async fn drill(l: &Loaded, name: Option<&str>, exe: &Path) -> Result<DrillRe
     crate::util::write_atomic(&report.report_markdown, markdown(&report).as_bytes())
         .map_err(io("write drill report"))?;
     if let Some(mut s) = super::read_sidecar(&b.path) {
-        s.drill = Some(Check {
-            ok: report.ok,
-            at: report.started_at.clone(),
-            detail: format!(
-                "RTO {:.2} s, RPO {} s",
-                report.rto_seconds, report.rpo_seconds
-            ),
+        let observed = format!(
+            "RTO {:.2} s, RPO {} s",
+            report.rto_seconds, report.rpo_seconds
+        );
+        s.drill = Some(if report.ok {
+            Check::pass("drill", observed)
+        } else {
+            Check::fail(
+                "drill",
+                format!("{observed}; {}", report.error.clone().unwrap_or_default()),
+                format!("see {}", report.report_markdown.display()),
+            )
         });
-        super::write_sidecar(&b.path, &s)?;
+        super::write_sidecar(&lock, &b.path, &s)?;
     }
+    drop(lock);
     Ok(report)
 }

@@ -1,47 +1,205 @@
-//! One backup operation at a time: an flock on `backups/.lock`, with the holder named.
+//! One backup operation at a time: an flock on `backups/.lock` naming its
+//! holder. Taking the lock also tidies what interrupted operations left behind
+//! (temporary archives, verify scratch, restore staging, drill scratch) and
+//! rebuilds missing sidecars from their archives, and says so in the log.
 
 use super::{BackupError, Result, io};
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use crate::config::Loaded;
+use crate::run::lock::{HeldLock, LockError};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
-/// Held for the duration of a create, verify, restore, prune or drill.
+/// Held for the duration of a create, verify, restore, prune or drill; the
+/// operations that need it take it as a parameter.
+#[derive(Debug)]
 pub struct BackupLock {
-    _lock: nix::fcntl::Flock<File>,
+    _held: HeldLock,
+    dir: PathBuf,
+}
+
+/// Something an interrupted operation left behind.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Debris {
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
+const STAGING: &str = ".staging";
+
+fn size_of(p: &Path) -> u64 {
+    let Ok(m) = std::fs::symlink_metadata(p) else {
+        return 0;
+    };
+    if m.is_dir() {
+        std::fs::read_dir(p)
+            .map(|d| d.flatten().map(|e| size_of(&e.path())).sum())
+            .unwrap_or(0)
+    } else {
+        m.len()
+    }
+}
+
+fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && (name.contains(".tmp") || name.starts_with(".verify-"))
+}
+
+/// Paths a restore registered before creating them beside its target.
+fn staged(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_to_string(dir.join(STAGING))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(PathBuf::from)
+        .collect()
+}
+
+fn with_sqlite_siblings(p: &Path) -> Vec<PathBuf> {
+    let mut v = vec![p.to_path_buf()];
+    for s in ["-wal", "-shm", "-journal"] {
+        let mut q = p.as_os_str().to_owned();
+        q.push(s);
+        v.push(PathBuf::from(q));
+    }
+    v
+}
+
+/// What interrupted operations left behind, without touching anything.
+/// Only meaningful while nobody holds the lock (doctor checks that first).
+pub fn debris(l: &Loaded) -> Vec<Debris> {
+    let mut out = Vec::new();
+    let mut push = |p: PathBuf| {
+        if std::fs::symlink_metadata(&p).is_ok() {
+            out.push(Debris {
+                bytes: size_of(&p),
+                path: p,
+            });
+        }
+    };
+    let dir = &l.paths.backups;
+    let mut dirs = vec![dir.clone()];
+    if let Some(m) = super::dest::mirror_dir(&l.settings, &l.paths.base) {
+        dirs.push(m);
+    }
+    for d in &dirs {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let orphan_sidecar = name
+                .strip_suffix(".json")
+                .is_some_and(|a| a.ends_with(".aicabak") && !d.join(a).exists());
+            if is_temp_name(&name) || orphan_sidecar {
+                push(e.path());
+            }
+        }
+    }
+    for p in staged(dir) {
+        for q in with_sqlite_siblings(&p) {
+            push(q);
+        }
+    }
+    for e in std::fs::read_dir(&l.paths.run)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if e.file_name().to_string_lossy().starts_with("drill-") {
+            push(e.path());
+        }
+    }
+    out
 }
 
 impl BackupLock {
-    pub fn acquire(dir: &Path, what: &str) -> Result<BackupLock> {
-        std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
-        let path = dir.join(".lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(io(format!("open {}", path.display())))?;
-        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(mut lock) => {
-                let holder = format!(
-                    "pid {} ({what}) since {}",
-                    std::process::id(),
-                    crate::util::now()
-                );
-                let _ = lock.set_len(0);
-                let _ = lock.seek(SeekFrom::Start(0));
-                let _ = lock.write_all(holder.as_bytes());
-                Ok(BackupLock { _lock: lock })
-            }
-            Err((mut f, _)) => {
-                let mut holder = String::new();
-                let _ = f.read_to_string(&mut holder);
-                Err(BackupError::Locked(if holder.is_empty() {
-                    "holder unknown".into()
-                } else {
-                    holder
-                }))
+    /// Take the lock for `what`, clean up after dead holders and rebuild missing sidecars.
+    pub fn acquire(l: &Loaded, what: &str) -> Result<BackupLock> {
+        let dir = l.paths.backups.clone();
+        std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
+        let held = HeldLock::acquire(&dir.join(".lock"), what).map_err(|e| match e {
+            LockError::Held { holder, .. } => BackupError::Locked(holder),
+            e => BackupError::Refused(e.to_string()),
+        })?;
+        let lock = BackupLock { _held: held, dir };
+        lock.sweep(l);
+        lock.rebuild_sidecars();
+        Ok(lock)
+    }
+
+    /// The backup directory this lock guards.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn sweep(&self, l: &Loaded) {
+        for d in debris(l) {
+            let res = if d.path.is_dir() {
+                std::fs::remove_dir_all(&d.path)
+            } else {
+                std::fs::remove_file(&d.path)
+            };
+            match res {
+                Ok(()) => tracing::warn!(
+                    path = %d.path.display(),
+                    mib = format!("{:.1}", d.bytes as f64 / 1_048_576.0),
+                    "removed what an interrupted backup operation left behind"
+                ),
+                Err(e) => tracing::warn!(path = %d.path.display(), error = %e,
+                    "cannot remove what an interrupted backup operation left behind; remove it by hand"),
             }
         }
+        let _ = std::fs::remove_file(self.dir.join(STAGING));
+    }
+
+    /// Give every archive without a sidecar one, from the manifest inside it.
+    fn rebuild_sidecars(&self) {
+        let Ok(all) = super::list(&self.dir) else {
+            return;
+        };
+        for b in all.iter().filter(|b| b.state == super::State::NoSidecar) {
+            match super::verify::read_archive(&b.path) {
+                Ok(s) => match super::write_sidecar(self, &b.path, &s) {
+                    Ok(()) => tracing::warn!(
+                        backup = b.name,
+                        "rebuilt the missing sidecar from the archive's own manifest (state: unverified)"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(backup = b.name, error = %e, "cannot rebuild the sidecar")
+                    }
+                },
+                Err(e) => tracing::warn!(
+                    backup = b.name,
+                    error = %e,
+                    "archive has no sidecar and its manifest cannot be read; it cannot be restored (move it out of the backup directory)"
+                ),
+            }
+        }
+    }
+
+    /// Record `path` (and its SQLite side files) as created by this operation,
+    /// before creating it, so the next holder removes it if this one dies.
+    pub fn stage(&self, path: &Path) -> Result<()> {
+        let file = self.dir.join(STAGING);
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&file)
+            .map_err(io(format!("open {}", file.display())))?;
+        writeln!(f, "{}", path.display())
+            .and_then(|_| f.sync_data())
+            .map_err(io(format!("write {}", file.display())))
+    }
+
+    /// Everything staged is gone or in place: forget it.
+    pub fn unstage(&self) {
+        let _ = std::fs::remove_file(self.dir.join(STAGING));
+    }
+}
+
+/// Remove `path` and its SQLite side files (for staged copies).
+pub(crate) fn remove_with_siblings(path: &Path) {
+    for p in with_sqlite_siblings(path) {
+        let _ = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
     }
 }

@@ -1,8 +1,8 @@
 //! `backup prune`: which backups retention keeps and why. A pure function of
 //! the list, the settings and the time, so it is tested without files.
 
-use super::BackupInfo;
-use crate::config::BackupSettings;
+use super::{BackupInfo, BackupLock, Kind, Result, State, io};
+use crate::config::{BackupSettings, Loaded};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -23,7 +23,7 @@ pub fn plan(all: &[BackupInfo], s: &BackupSettings, now_unix: i64) -> Vec<Decisi
     let mut reasons: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let regular: Vec<&BackupInfo> = all
         .iter()
-        .filter(|b| b.kind != "safety" && b.state != "no sidecar")
+        .filter(|b| b.kind != Kind::Safety && b.state != State::NoSidecar)
         .collect();
     if let Some(b) = regular.iter().find(|b| b.verified()) {
         reasons
@@ -33,7 +33,7 @@ pub fn plan(all: &[BackupInfo], s: &BackupSettings, now_unix: i64) -> Vec<Decisi
     }
     let mut bucket = |label: &str, keep: u32, key: &dyn Fn(&BackupInfo) -> String| {
         let mut seen = BTreeSet::new();
-        for b in regular.iter().filter(|b| b.state != "corrupt") {
+        for b in regular.iter().filter(|b| b.state != State::Corrupt) {
             if seen.len() as u32 >= keep {
                 break;
             }
@@ -58,12 +58,12 @@ pub fn plan(all: &[BackupInfo], s: &BackupSettings, now_unix: i64) -> Vec<Decisi
     let safety_limit = now_unix - s.safety_keep_days as i64 * 86_400;
     all.iter()
         .map(|b| {
-            let (keep, reason) = if b.state == "no sidecar" {
+            let (keep, reason) = if b.state == State::NoSidecar {
                 (
                     true,
-                    "no sidecar: run 'aica backup verify' on it or remove it by hand".to_string(),
+                    "no sidecar and no readable manifest: not a usable backup; move it out of the backup directory".to_string(),
                 )
-            } else if b.kind == "safety" {
+            } else if b.kind == Kind::Safety {
                 if b.created_unix >= safety_limit {
                     (
                         true,
@@ -86,31 +86,69 @@ pub fn plan(all: &[BackupInfo], s: &BackupSettings, now_unix: i64) -> Vec<Decisi
         .collect()
 }
 
+/// Apply the plan under `lock` (or only compute it, for a dry run). An
+/// archive is removed before its sidecar, so an interruption leaves at most an
+/// orphan sidecar, which the next lock holder removes.
+pub fn prune(lock: &BackupLock, l: &Loaded, dry_run: bool) -> Result<Vec<Decision>> {
+    let all = super::list(lock.dir())?;
+    let plan = plan(
+        &all,
+        &l.settings.backup,
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+    );
+    if !dry_run {
+        let mirror = super::dest::mirror(&l.settings, &l.paths.base);
+        for d in plan.iter().filter(|d| !d.keep) {
+            let p = lock.dir().join(&d.name);
+            std::fs::remove_file(&p).map_err(io(format!("remove {}", p.display())))?;
+            let _ = std::fs::remove_file(super::sidecar_path(&p));
+            if let Some(m) = &mirror
+                && let Err(e) = m.delete(&d.name)
+            {
+                tracing::warn!(backup = d.name, error = %e, "cannot remove the mirror copy");
+            }
+        }
+    }
+    Ok(plan)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn b(name: &str, unix: i64, kind: &str, verified: Option<bool>) -> BackupInfo {
+        let kind = match kind {
+            "safety" => Kind::Safety,
+            _ => Kind::Manual,
+        };
         BackupInfo {
             name: name.into(),
             path: name.into(),
             created_at: String::new(),
             created_unix: unix,
-            kind: kind.into(),
+            kind,
             note: None,
             size: 1,
             db_size: 1,
             state: match verified {
-                Some(false) => "corrupt".into(),
-                Some(true) => "verified".into(),
-                None => "unverified".into(),
+                Some(false) => State::Corrupt,
+                Some(true) => State::Verified,
+                None => State::Unverified,
             },
-            verification: verified.map(|ok| super::super::Check {
-                ok,
-                at: String::new(),
-                detail: String::new(),
+            verification: verified.map(|ok| {
+                crate::check::Check::new(
+                    "verification",
+                    if ok {
+                        crate::check::Level::Pass
+                    } else {
+                        crate::check::Level::Fail
+                    },
+                    "",
+                    None,
+                )
             }),
             drill: None,
+            order: (String::new(), 1),
         }
     }
 

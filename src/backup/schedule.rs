@@ -1,26 +1,38 @@
 //! Scheduled backups inside `aica serve`: a cron expression (UTC), each run
 //! logged, counted in `aica_backups_total{result}`, and verified if configured.
 
+use super::Cancel;
 use crate::config::Loaded;
 use std::time::Duration;
 
 /// Take (and verify) one scheduled backup; returns its name.
-pub fn run_once(l: &Loaded) -> super::Result<String> {
-    let _lock = super::BackupLock::acquire(&l.paths.backups, "scheduled backup")?;
+pub fn run_once(l: &Loaded, cancel: &Cancel) -> super::Result<String> {
+    let lock = super::BackupLock::acquire(l, "scheduled backup")?;
     let opts = super::snapshot::CreateOptions {
-        kind: "scheduled".into(),
+        kind: super::Kind::Scheduled,
         note: None,
         progress: false,
+        cancel: cancel.clone(),
     };
-    let b = super::snapshot::create_locked(l, &l.paths.db, &opts)?;
+    let b = super::snapshot::create(&lock, l, &opts)?.info;
     if l.settings.backup.verify_scheduled {
-        super::verify::verify(&b, &l.paths.backups)?;
+        super::verify::verify(&lock, &b, cancel)?;
     }
     Ok(b.name)
 }
 
-/// Run forever: sleep until the next cron time, back up, repeat.
-pub async fn run(l: Loaded) {
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let ok = stop.wait_for(|s| *s).await.is_ok();
+    if !ok {
+        // The sender is gone: nobody can ask us to stop any more.
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Run until `stop` turns true: sleep until the next cron time, back up,
+/// repeat. A backup running when `stop` turns is cancelled and waited for,
+/// so nothing outlives the server's lock and pid file.
+pub async fn run(l: Loaded, mut stop: tokio::sync::watch::Receiver<bool>) {
     let expr = l.settings.backup.schedule.trim().to_string();
     let Ok(cron) = expr.parse::<croner::Cron>() else {
         tracing::error!(
@@ -40,10 +52,25 @@ pub async fn run(l: Loaded) {
             return;
         };
         let wait = (next - now).to_std().unwrap_or(Duration::from_secs(1));
-        tokio::time::sleep(wait).await;
-        let ll = l.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stopped(&mut stop) => return,
+        }
+        let (ll, cancel) = (l.clone(), Cancel::default());
+        let c = cancel.clone();
         let start = std::time::Instant::now();
-        match tokio::task::spawn_blocking(move || run_once(&ll)).await {
+        let mut job = tokio::task::spawn_blocking(move || run_once(&ll, &c));
+        let res = tokio::select! {
+            r = &mut job => r,
+            _ = stopped(&mut stop) => {
+                tracing::warn!("shutdown: cancelling the scheduled backup in progress");
+                cancel.cancel();
+                let r = job.await;
+                tracing::warn!(outcome = ?r.as_ref().map(|r| r.as_ref().map_err(|e| e.to_string())), "scheduled backup stopped for shutdown");
+                return;
+            }
+        };
+        match res {
             Ok(Ok(name)) => {
                 metrics::counter!("aica_backups_total", "result" => "success").increment(1);
                 tracing::info!(

@@ -3,8 +3,8 @@
 //! the way; never a file copy, never an uncompressed staging copy.
 
 use super::{
-    BackupError, BackupInfo, DB_MEMBER, EXT, FORMAT_VERSION, MANIFEST_MEMBER, Manifest, Member,
-    Result, Sidecar, io,
+    BackupError, BackupInfo, BackupLock, Cancel, DB_MEMBER, EXT, FORMAT_VERSION, Kind,
+    MANIFEST_MEMBER, Manifest, Member, Result, Sidecar, io,
 };
 use crate::config::Loaded;
 use rusqlite::{Connection, OpenFlags};
@@ -17,11 +17,20 @@ use std::time::Instant;
 /// What to take and how.
 #[derive(Debug, Clone)]
 pub struct CreateOptions {
-    /// `manual`, `scheduled` or `safety`.
-    pub kind: String,
+    pub kind: Kind,
     pub note: Option<String>,
     /// Show a progress bar (only on a terminal).
     pub progress: bool,
+    /// Checked at every page: a cancelled create removes its temporary file.
+    pub cancel: Cancel,
+}
+
+/// A backup that was written, and what happened to its mirror copy.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub info: BackupInfo,
+    /// Why the mirror copy failed (the local backup is complete regardless).
+    pub mirror_error: Option<String>,
 }
 
 /// Counts and hashes bytes on their way to the file.
@@ -43,6 +52,11 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
+/// The error a cancelled page read returns.
+#[derive(Debug, thiserror::Error)]
+#[error("cancelled")]
+struct Cancelled;
+
 /// Reads database pages in order from `sqlite_dbpage`, hashing them.
 struct Pages<'a> {
     rows: rusqlite::Rows<'a>,
@@ -51,11 +65,16 @@ struct Pages<'a> {
     pos: usize,
     hasher: blake3::Hasher,
     bar: Option<indicatif::ProgressBar>,
+    cancel: Cancel,
 }
 
 impl Read for Pages<'_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         if self.pos == self.buf.len() {
+            if self.cancel.is_cancelled() {
+                // Not ErrorKind::Interrupted: io::copy would retry that forever.
+                return Err(std::io::Error::other(Cancelled));
+            }
             let row = self.rows.next().map_err(std::io::Error::other)?;
             let Some(row) = row else { return Ok(0) };
             let data = row.get_ref(0).map_err(std::io::Error::other)?;
@@ -109,20 +128,20 @@ fn append_bytes<W: Write>(
     Ok(())
 }
 
-fn unique_name(dir: &Path, kind: &str) -> String {
+fn unique_name(dir: &Path, kind: Kind) -> String {
     let stamp = time::OffsetDateTime::now_utc()
         .format(time::macros::format_description!(
             "[year][month][day]T[hour][minute][second]Z"
         ))
         .unwrap_or_default();
-    let suffix = if kind == "manual" {
+    let suffix = if kind == Kind::Manual {
         String::new()
     } else {
-        format!("-{kind}")
+        format!("-{}", kind.as_str())
     };
     let mut name = format!("aica-{stamp}{suffix}.{EXT}");
     let mut i = 2;
-    while dir.join(&name).exists() {
+    while dir.join(&name).exists() || super::sidecar_path(&dir.join(&name)).exists() {
         name = format!("aica-{stamp}{suffix}-{i}.{EXT}");
         i += 1;
     }
@@ -162,47 +181,82 @@ fn uploads(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) {
     }
 }
 
-/// Take a backup of `db` (the caller holds the backup lock). The archive is
-/// complete, fsynced and renamed before its sidecar is written.
-pub fn create_locked(l: &Loaded, db: &Path, opts: &CreateOptions) -> Result<BackupInfo> {
+/// Take a backup of `db` under `lock`. The archive is complete and fsynced,
+/// then its sidecar is written, then the archive is renamed into place: a
+/// listed archive always has its sidecar, and whatever an interruption leaves
+/// (a temporary file, an orphan sidecar) is removed by the next lock holder.
+pub fn create_locked(
+    lock: &BackupLock,
+    l: &Loaded,
+    db: &Path,
+    opts: &CreateOptions,
+) -> Result<Created> {
     let start = Instant::now();
-    let dir = &l.paths.backups;
-    std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
-    if !db.exists() {
+    let dir = lock.dir();
+    if !db.is_file() {
         return Err(BackupError::Refused(format!(
             "no database at {}; start aica once ('make up') or check database.url",
             db.display()
         )));
     }
-    let name = unique_name(dir, &opts.kind);
+    let name = unique_name(dir, opts.kind);
     let final_path = dir.join(&name);
     let tmp_path = dir.join(format!(".{name}.tmp"));
-    let result = write_archive(l, db, opts, &name, &tmp_path, start);
-    let (manifest, archive_size, archive_blake3) = match result {
-        Ok(v) => v,
+    let written = write_archive(l, db, opts, &name, &tmp_path, start).and_then(
+        |(manifest, archive_size, archive_blake3)| {
+            let sidecar = Sidecar {
+                manifest,
+                archive_size,
+                archive_blake3,
+                duration_secs: start.elapsed().as_secs_f64(),
+                verification: None,
+                drill: None,
+                mirror: None,
+            };
+            super::write_sidecar(lock, &final_path, &sidecar)?;
+            std::fs::rename(&tmp_path, &final_path).map_err(|e| {
+                let _ = std::fs::remove_file(super::sidecar_path(&final_path));
+                io(format!("rename into {}", final_path.display()))(e)
+            })?;
+            Ok(sidecar)
+        },
+    );
+    let mut sidecar = match written {
+        Ok(s) => s,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp_path);
             return Err(e);
         }
     };
-    std::fs::rename(&tmp_path, &final_path)
-        .map_err(io(format!("rename into {}", final_path.display())))?;
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
-    let sidecar = Sidecar {
-        manifest,
-        archive_size,
-        archive_blake3,
-        duration_secs: start.elapsed().as_secs_f64(),
-        verification: None,
-        drill: None,
-    };
-    super::write_sidecar(&final_path, &sidecar)?;
+    let mut mirror_error = None;
     if let Some(mirror) = super::dest::mirror(&l.settings, &l.paths.base) {
-        mirror.put(&final_path)?;
+        let check = match mirror.put(&final_path) {
+            Ok(()) => {
+                crate::check::Check::pass("mirror", format!("copied to {}", mirror.describe()))
+            }
+            Err(e) => {
+                tracing::warn!(backup = name, mirror = mirror.describe(), error = %e, "mirror copy failed; the local backup is complete");
+                mirror_error = Some(e.to_string());
+                crate::check::Check::fail(
+                    "mirror",
+                    e.to_string(),
+                    format!(
+                        "free space on or remount {}, then 'aica backup create' again",
+                        mirror.describe()
+                    ),
+                )
+            }
+        };
+        sidecar.mirror = Some(check);
+        super::write_sidecar(lock, &final_path, &sidecar)?;
     }
-    super::find(dir, Some(&name))
+    Ok(Created {
+        info: super::find(dir, Some(&name))?,
+        mirror_error,
+    })
 }
 
 fn write_archive(
@@ -274,9 +328,11 @@ fn write_archive(
             pos: 0,
             hasher: blake3::Hasher::new(),
             bar,
+            cancel: opts.cancel.clone(),
         };
         let size = page_size * page_count;
         tar.append(&header(DB_MEMBER, size), &mut pages).map_err(|e| match e.kind() {
+            _ if e.get_ref().is_some_and(|i| i.is::<Cancelled>()) => BackupError::Cancelled,
             std::io::ErrorKind::UnexpectedEof => BackupError::Refused("the database changed size during the snapshot; this is a bug, please report it".into()),
             _ => io("stream database pages into the archive")(e),
         })?;
@@ -321,7 +377,7 @@ fn write_archive(
         format_version: FORMAT_VERSION,
         created_at: crate::util::fmt_time(now),
         created_unix: now.unix_timestamp(),
-        kind: opts.kind.clone(),
+        kind: opts.kind,
         note: opts.note.clone(),
         source_path: db.display().to_string(),
         app_version: env!("CARGO_PKG_VERSION").into(),
@@ -358,8 +414,7 @@ fn write_archive(
     Ok((manifest, written, hasher.finalize().to_hex().to_string()))
 }
 
-/// Take a backup of the configured database, holding the backup lock.
-pub fn create(l: &Loaded, opts: &CreateOptions) -> Result<BackupInfo> {
-    let _lock = super::BackupLock::acquire(&l.paths.backups, "create")?;
-    create_locked(l, &l.paths.db, opts)
+/// Take a backup of the configured database under `lock`.
+pub fn create(lock: &BackupLock, l: &Loaded, opts: &CreateOptions) -> Result<Created> {
+    create_locked(lock, l, &l.paths.db, opts)
 }

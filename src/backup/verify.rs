@@ -1,15 +1,19 @@
-//! `backup verify`: archive checksum, every member's checksum, a full
-//! `PRAGMA integrity_check` of the extracted database, row counts against the
-//! manifest. The result is recorded in the sidecar, so `list` shows it.
+//! `backup verify`: archive checksum, every member's checksum, the sidecar
+//! against the archive's own manifest, a full `PRAGMA integrity_check` of the
+//! extracted database, row counts against the manifest. The result is recorded
+//! in the sidecar only when it is evidence about the backup: a full disk or an
+//! unwritable scratch directory is reported as what it is and changes nothing.
 
 use super::{
-    BackupError, BackupInfo, Check, DB_MEMBER, FORMAT_VERSION, MANIFEST_MEMBER, Manifest, Result,
-    Sidecar, io,
+    BackupError, BackupInfo, BackupLock, Cancel, DB_MEMBER, FORMAT_VERSION, MANIFEST_MEMBER,
+    Manifest, Result, Sidecar, io,
 };
+use crate::check::Check;
 use rusqlite::{Connection, OpenFlags};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// A verified archive and where its database was extracted.
 pub struct Verified {
@@ -24,37 +28,72 @@ fn corrupt(name: &str, detail: impl Into<String>) -> BackupError {
     }
 }
 
-fn hash_file(path: &Path) -> std::io::Result<String> {
-    let mut h = blake3::Hasher::new();
-    let mut f = std::fs::File::open(path)?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
+/// SQLite saying the extracted file is damaged is evidence; anything else
+/// (cannot create a file, disk full) is not.
+fn db_error(name: &str, e: rusqlite::Error) -> BackupError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+            corrupt(name, format!("the database in the archive is damaged: {e}"))
         }
-        h.update(&buf[..n]);
+        _ => BackupError::Db(e),
     }
-    Ok(h.finalize().to_hex().to_string())
 }
 
-/// Hashes every byte read through it.
-struct HashingReader<R> {
-    inner: R,
+/// Reads the archive file, hashing every byte, and remembers a read error of
+/// the file itself (a disk problem) so it is not mistaken for a damaged archive.
+struct ArchiveReader {
+    file: std::fs::File,
     hasher: blake3::Hasher,
+    read_error: Arc<Mutex<Option<std::io::Error>>>,
 }
 
-impl<R: Read> Read for HashingReader<R> {
+impl Read for ArchiveReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
+        match self.file.read(buf) {
+            Ok(n) => {
+                self.hasher.update(&buf[..n]);
+                Ok(n)
+            }
+            Err(e) => {
+                let kind = e.kind();
+                let msg = e.to_string();
+                *self.read_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                Err(std::io::Error::new(kind, msg))
+            }
+        }
     }
 }
 
-/// Write the database member to `out` while hashing it; decompression stays on
-/// this thread, hashing and writing run on another (the two overlap). Fsyncs.
-fn extract(entry: &mut impl Read, out: &Path, name: &str) -> Result<(u64, String)> {
+/// Turns an error met while decoding into corruption, unless the file itself failed to read.
+struct Classify {
+    name: String,
+    path: PathBuf,
+    read_error: Arc<Mutex<Option<std::io::Error>>>,
+}
+
+impl Classify {
+    fn err(&self, what: &str, e: impl std::fmt::Display) -> BackupError {
+        if let Some(re) = self
+            .read_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            return io(format!("read {}", self.path.display()))(re);
+        }
+        corrupt(&self.name, format!("{what}: {e}"))
+    }
+}
+
+/// Write a member to `out` while hashing it; decompression stays on this
+/// thread, hashing and writing run on another (the two overlap). Fsyncs.
+fn extract(
+    entry: &mut impl Read,
+    out: &Path,
+    what: &str,
+    classify: &Classify,
+    cancel: &Cancel,
+) -> Result<(u64, String)> {
     let file = std::fs::File::create(out).map_err(io(format!("create {}", out.display())))?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
     let writer = std::thread::spawn(move || -> std::io::Result<(u64, String)> {
@@ -72,6 +111,10 @@ fn extract(entry: &mut impl Read, out: &Path, name: &str) -> Result<(u64, String
     });
     let mut read_err = None;
     loop {
+        if cancel.is_cancelled() {
+            read_err = Some(BackupError::Cancelled);
+            break;
+        }
         let mut buf = vec![0u8; 1 << 20];
         match entry.read(&mut buf) {
             Ok(0) => break,
@@ -82,7 +125,7 @@ fn extract(entry: &mut impl Read, out: &Path, name: &str) -> Result<(u64, String
                 }
             }
             Err(e) => {
-                read_err = Some(e);
+                read_err = Some(classify.err(what, e));
                 break;
             }
         }
@@ -92,96 +135,180 @@ fn extract(entry: &mut impl Read, out: &Path, name: &str) -> Result<(u64, String
         .join()
         .map_err(|_| BackupError::Refused("the extraction thread panicked".into()))?;
     if let Some(e) = read_err {
-        return Err(corrupt(name, format!("{DB_MEMBER}: {e}")));
+        return Err(e);
     }
     written.map_err(io(format!("write {}", out.display())))
 }
 
-/// Verify `b`, extracting its database to `db_out` (fsynced). Does not record.
-pub fn check(b: &BackupInfo, db_out: &Path) -> Result<Verified> {
-    let name = b.name.as_str();
-    let sidecar = super::read_sidecar(&b.path);
-    if let Some(s) = &sidecar
-        && (s.manifest.format_version > FORMAT_VERSION
-            || s.manifest.schema_version > crate::store::SCHEMA_VERSION)
-    {
-        return Err(BackupError::TooNew {
+/// Where a non-database member may be extracted: `config/aica.toml` and files
+/// under `uploads/`, with plain path components only (no `..`, no absolute paths).
+fn extractable(path: &str) -> Option<&Path> {
+    let p = Path::new(path);
+    let plain = p.components().all(|c| matches!(c, Component::Normal(_)));
+    (plain && (path == "config/aica.toml" || path.starts_with("uploads/"))).then_some(p)
+}
+
+fn too_new(name: &str, m: &Manifest) -> Option<BackupError> {
+    (m.format_version > FORMAT_VERSION || m.schema_version > crate::store::SCHEMA_VERSION).then(
+        || BackupError::TooNew {
             name: name.into(),
-            format: s.manifest.format_version,
-            schema: s.manifest.schema_version,
+            format: m.format_version,
+            schema: m.schema_version,
             supported: crate::store::SCHEMA_VERSION,
-        });
-    }
-    let expected_hash = sidecar.as_ref().map(|s| s.archive_blake3.clone());
-    let file = std::fs::File::open(&b.path).map_err(io(format!("open {}", b.path.display())))?;
-    // The archive is hashed as it is decompressed: one read of the file.
-    let reader = HashingReader {
-        inner: file,
-        hasher: blake3::Hasher::new(),
+        },
+    )
+}
+
+/// What one pass over an archive found.
+struct Pass {
+    manifest: Manifest,
+    hashes: BTreeMap<String, (u64, String)>,
+    archive_blake3: String,
+    archive_size: u64,
+}
+
+/// Read `path` once: hash it, hash (or extract) every member, parse the manifest.
+fn pass(
+    name: &str,
+    path: &Path,
+    db_out: Option<&Path>,
+    extra_out: Option<&Path>,
+    cancel: &Cancel,
+) -> Result<Pass> {
+    let file = std::fs::File::open(path).map_err(io(format!("open {}", path.display())))?;
+    let read_error = Arc::new(Mutex::new(None));
+    let classify = Classify {
+        name: name.into(),
+        path: path.to_path_buf(),
+        read_error: read_error.clone(),
     };
-    let dec = zstd::Decoder::new(reader)
-        .map_err(|e| corrupt(name, format!("not a zstd archive: {e}")))?;
+    let reader = ArchiveReader {
+        file,
+        hasher: blake3::Hasher::new(),
+        read_error,
+    };
+    let dec = zstd::Decoder::new(reader).map_err(|e| classify.err("not a zstd archive", e))?;
     let mut archive = tar::Archive::new(dec);
     let mut hashes: BTreeMap<String, (u64, String)> = BTreeMap::new();
     let mut manifest: Option<Manifest> = None;
     let entries = archive
         .entries()
-        .map_err(|e| corrupt(name, format!("not a tar archive: {e}")))?;
+        .map_err(|e| classify.err("not a tar archive", e))?;
     for entry in entries {
-        let mut entry = entry.map_err(|e| corrupt(name, format!("unreadable entry: {e}")))?;
-        let path = entry
+        let mut entry = entry.map_err(|e| classify.err("unreadable entry", e))?;
+        let member = entry
             .path()
             .map_err(|e| corrupt(name, e.to_string()))?
             .to_string_lossy()
             .to_string();
-        if path == MANIFEST_MEMBER {
+        if member == MANIFEST_MEMBER {
             let mut text = Vec::new();
-            entry
+            (&mut entry)
+                .take(16 << 20)
                 .read_to_end(&mut text)
-                .map_err(|e| corrupt(name, e.to_string()))?;
+                .map_err(|e| classify.err("manifest", e))?;
             manifest = Some(
                 serde_json::from_slice(&text)
                     .map_err(|e| corrupt(name, format!("manifest: {e}")))?,
             );
             continue;
         }
-        let (size, hash) = if path == DB_MEMBER {
-            extract(&mut entry, db_out, name)?
-        } else {
-            let mut h = blake3::Hasher::new();
-            let size = std::io::copy(&mut entry, &mut h)
-                .map_err(|e| corrupt(name, format!("{path}: {e}")))?;
-            (size, h.finalize().to_hex().to_string())
+        let out = match (member.as_str(), db_out, extra_out) {
+            (DB_MEMBER, Some(db), _) => Some(db.to_path_buf()),
+            (m, _, Some(dir)) => extractable(m).map(|p| dir.join(p)),
+            _ => None,
         };
-        hashes.insert(path, (size, hash));
+        let (size, hash) = match out {
+            Some(out) => {
+                if let Some(parent) = out.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(io(format!("create {}", parent.display())))?;
+                }
+                extract(&mut entry, &out, &member, &classify, cancel)?
+            }
+            None => {
+                let mut h = blake3::Hasher::new();
+                let size =
+                    std::io::copy(&mut entry, &mut h).map_err(|e| classify.err(&member, e))?;
+                (size, h.finalize().to_hex().to_string())
+            }
+        };
+        hashes.insert(member, (size, hash));
     }
-    // Hash the rest of the file (tar padding, zstd epilogue) and compare.
+    // Hash the rest of the file (tar padding, zstd epilogue).
     let mut rest = archive.into_inner().finish().into_inner();
     std::io::copy(&mut rest, &mut std::io::sink())
-        .map_err(io(format!("read {}", b.path.display())))?;
-    let actual = rest.hasher.finalize().to_hex().to_string();
-    if let Some(expected) = expected_hash
-        && actual != expected
-    {
-        return Err(corrupt(
-            name,
-            format!("archive checksum {actual} differs from the recorded {expected}"),
-        ));
-    }
+        .map_err(io(format!("read {}", path.display())))?;
+    let archive_size = std::fs::metadata(path)
+        .map_err(io(format!("stat {}", path.display())))?
+        .len();
     let manifest =
         manifest.ok_or_else(|| corrupt(name, "the archive has no manifest (truncated?)"))?;
-    if manifest.format_version > FORMAT_VERSION
-        || manifest.schema_version > crate::store::SCHEMA_VERSION
-    {
-        return Err(BackupError::TooNew {
-            name: name.into(),
-            format: manifest.format_version,
-            schema: manifest.schema_version,
-            supported: crate::store::SCHEMA_VERSION,
-        });
+    Ok(Pass {
+        manifest,
+        hashes,
+        archive_blake3: rest.hasher.finalize().to_hex().to_string(),
+        archive_size,
+    })
+}
+
+/// A sidecar rebuilt from the archive alone (state: unverified).
+pub fn read_archive(path: &Path) -> Result<Sidecar> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let p = pass(&name, path, None, None, &Cancel::default())?;
+    Ok(Sidecar {
+        manifest: p.manifest,
+        archive_size: p.archive_size,
+        archive_blake3: p.archive_blake3,
+        duration_secs: 0.0,
+        verification: None,
+        drill: None,
+        mirror: None,
+    })
+}
+
+/// Verify `b`, extracting its database to `db_out` (fsynced) and, when
+/// `extra_out` is given, its configuration and uploads under it. Does not record.
+pub fn check(
+    b: &BackupInfo,
+    db_out: &Path,
+    extra_out: Option<&Path>,
+    cancel: &Cancel,
+) -> Result<Verified> {
+    let name = b.name.as_str();
+    let sidecar = super::read_sidecar(&b.path).ok_or_else(|| {
+        BackupError::Refused(format!(
+            "backup {name} has no readable sidecar; any locked backup operation rebuilds it from the archive (try: aica backup verify {name})"
+        ))
+    })?;
+    if let Some(e) = too_new(name, &sidecar.manifest) {
+        return Err(e);
+    }
+    let p = pass(name, &b.path, Some(db_out), extra_out, cancel)?;
+    if p.archive_blake3 != sidecar.archive_blake3 {
+        return Err(corrupt(
+            name,
+            format!(
+                "archive checksum {} differs from the recorded {}",
+                p.archive_blake3, sidecar.archive_blake3
+            ),
+        ));
+    }
+    let manifest = p.manifest;
+    if let Some(e) = too_new(name, &manifest) {
+        return Err(e);
+    }
+    if manifest != sidecar.manifest {
+        return Err(corrupt(
+            name,
+            "the sidecar's copy of the manifest differs from the manifest inside the archive",
+        ));
     }
     for m in &manifest.members {
-        match hashes.get(&m.path) {
+        match p.hashes.get(&m.path) {
             None => return Err(corrupt(name, format!("member {} is missing", m.path))),
             Some((size, hash)) if *size != m.size || *hash != m.blake3 => {
                 return Err(corrupt(
@@ -192,20 +319,35 @@ pub fn check(b: &BackupInfo, db_out: &Path) -> Result<Verified> {
             _ => {}
         }
     }
-    if !hashes.contains_key(DB_MEMBER) {
+    if let Some(extra) = p
+        .hashes
+        .keys()
+        .find(|k| !manifest.members.iter().any(|m| &m.path == *k))
+    {
+        return Err(corrupt(
+            name,
+            format!("member {extra} is not in the manifest"),
+        ));
+    }
+    if !p.hashes.contains_key(DB_MEMBER) {
         return Err(corrupt(name, "the archive holds no database"));
     }
-    let conn = Connection::open_with_flags(db_out, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
-    let result: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    let conn = Connection::open_with_flags(db_out, OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .map_err(|e| db_error(name, e))?;
+    let result: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .map_err(|e| db_error(name, e))?;
     if result != "ok" {
         return Err(corrupt(name, format!("integrity_check: {result}")));
     }
     for (table, want) in &manifest.tables {
-        let got: i64 = conn.query_row(
-            &format!("SELECT COUNT(*) FROM \"{}\"", table.replace('"', "\"\"")),
-            [],
-            |r| r.get(0),
-        )?;
+        let got: i64 = conn
+            .query_row(
+                &format!("SELECT COUNT(*) FROM \"{}\"", table.replace('"', "\"\"")),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| db_error(name, e))?;
         if got != *want {
             return Err(corrupt(
                 name,
@@ -214,7 +356,8 @@ pub fn check(b: &BackupInfo, db_out: &Path) -> Result<Verified> {
         }
     }
     // Leave a self-contained file: no WAL next to it.
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .map_err(|e| db_error(name, e))?;
     drop(conn);
     Ok(Verified {
         manifest,
@@ -222,49 +365,43 @@ pub fn check(b: &BackupInfo, db_out: &Path) -> Result<Verified> {
     })
 }
 
-/// Record a verification result in the sidecar (creating it from the manifest if missing).
-pub fn record(b: &BackupInfo, outcome: &Result<Verified>) -> Result<()> {
-    let check = Check {
-        ok: outcome.is_ok(),
-        at: crate::util::now(),
-        detail: match outcome {
-            Ok(v) => format!(
+/// Record a verification in the sidecar, but only when it is evidence about
+/// the backup (it passed, or the archive is damaged). Returns whether it did.
+pub fn record(lock: &BackupLock, b: &BackupInfo, outcome: &Result<Verified>) -> Result<bool> {
+    let check = match outcome {
+        Ok(v) => Check::pass(
+            "verification",
+            format!(
                 "checksums, integrity_check and row counts of {} tables ok",
                 v.manifest.tables.len()
             ),
-            Err(e) => e.to_string(),
-        },
+        ),
+        Err(e) if e.is_evidence() => Check::fail(
+            "verification",
+            e.to_string(),
+            "take a new backup ('aica backup create --verify') and check the backup volume",
+        ),
+        Err(_) => return Ok(false),
     };
-    let sidecar = match (super::read_sidecar(&b.path), outcome) {
-        (Some(mut s), _) => {
-            s.verification = Some(check);
-            s
-        }
-        (None, Ok(v)) => Sidecar {
-            manifest: v.manifest.clone(),
-            archive_size: std::fs::metadata(&b.path).map(|m| m.len()).unwrap_or(0),
-            archive_blake3: hash_file(&b.path).map_err(io("hash archive"))?,
-            duration_secs: 0.0,
-            verification: Some(check),
-            drill: None,
-        },
-        (None, Err(_)) => return Ok(()),
+    let Some(mut sidecar) = super::read_sidecar(&b.path) else {
+        return Ok(false);
     };
-    super::write_sidecar(&b.path, &sidecar)
+    sidecar.verification = Some(check);
+    super::write_sidecar(lock, &b.path, &sidecar)?;
+    Ok(true)
 }
 
-/// Verify and record, extracting into a scratch directory that is removed after.
-pub fn verify(b: &BackupInfo, scratch_parent: &Path) -> Result<Verified> {
-    std::fs::create_dir_all(scratch_parent)
-        .map_err(io(format!("create {}", scratch_parent.display())))?;
+/// Verify and record, extracting into a scratch directory in the backup
+/// directory that is removed after (or by the next lock holder after a kill).
+pub fn verify(lock: &BackupLock, b: &BackupInfo, cancel: &Cancel) -> Result<Verified> {
     let scratch = tempfile::Builder::new()
         .prefix(".verify-")
-        .tempdir_in(scratch_parent)
+        .tempdir_in(lock.dir())
         .map_err(io(format!(
             "create scratch dir in {}",
-            scratch_parent.display()
+            lock.dir().display()
         )))?;
-    let outcome = check(b, &scratch.path().join("aica_sys.db"));
-    record(b, &outcome)?;
+    let outcome = check(b, &scratch.path().join("aica_sys.db"), None, cancel);
+    record(lock, b, &outcome)?;
     outcome
 }

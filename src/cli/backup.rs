@@ -1,7 +1,9 @@
 //! `aica backup create|list|verify|restore|prune|drill`.
 
 use super::{Failed, Global, usage};
-use crate::backup::{self, BackupError, BackupInfo, snapshot::CreateOptions};
+use crate::backup::restore::Target;
+use crate::backup::{self, BackupError, BackupInfo, BackupLock, Cancel, Kind, State};
+use crate::config::Loaded;
 use clap::Subcommand;
 use comfy_table::Table;
 use std::io::IsTerminal;
@@ -41,9 +43,12 @@ pub enum BackupCmd {
         /// Do not ask for confirmation (for scripts).
         #[arg(long)]
         yes: bool,
-        /// Restore to this file instead of the live database.
+        /// Restore to this file instead of the live database (relative to --dir).
         #[arg(long)]
         target: Option<PathBuf>,
+        /// Also replace an existing aica.toml with the backup's copy (a missing one is always restored).
+        #[arg(long)]
+        with_config: bool,
     },
     /// Delete backups outside the retention windows (backup.keep_*).
     Prune {
@@ -88,15 +93,20 @@ fn print_list(list: &[BackupInfo]) {
         let drill = b
             .drill
             .as_ref()
-            .map(|d| if d.ok { "pass" } else { "FAIL" })
+            .map(|d| if d.ok() { "pass" } else { "FAIL" })
             .unwrap_or("-");
+        let ratio = if b.ratio() > 0.0 {
+            format!("{:.1}x", b.ratio())
+        } else {
+            "-".into()
+        };
         t.add_row(vec![
             b.name.clone(),
             b.created_at.clone(),
             age(b.created_unix),
             mib(b.size),
-            format!("{:.1}x", b.ratio()),
-            b.state.clone(),
+            ratio,
+            b.state.as_str().into(),
             drill.into(),
             b.note.clone().unwrap_or_default(),
         ]);
@@ -113,41 +123,204 @@ fn confirm(question: &str) -> bool {
     matches!(line.trim(), "y" | "Y" | "yes" | "YES")
 }
 
+/// Run blocking backup work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f).await?
+}
+
+fn lock(l: &Loaded, what: &str) -> anyhow::Result<BackupLock> {
+    BackupLock::acquire(l, what).map_err(fail)
+}
+
+fn create(l: &Loaded, note: Option<String>, verify: bool) -> anyhow::Result<u8> {
+    let lock = lock(l, "create")?;
+    let opts = backup::snapshot::CreateOptions {
+        kind: Kind::Manual,
+        note,
+        progress: true,
+        cancel: Cancel::default(),
+    };
+    let c = backup::snapshot::create(&lock, l, &opts).map_err(fail)?;
+    let b = c.info;
+    println!(
+        "created {} ({}, {:.1}x smaller than the database)",
+        b.name,
+        mib(b.size),
+        b.ratio()
+    );
+    if let Some(e) = c.mirror_error {
+        eprintln!(
+            "warning: the local backup is complete, but its copy to the mirror failed: {e}\nTry: free space on the mirror volume, then 'aica backup create' again"
+        );
+    }
+    if verify {
+        backup::verify::verify(&lock, &b, &Cancel::default()).map_err(fail)?;
+        println!("verified {}", b.name);
+    }
+    Ok(0)
+}
+
+fn verify(l: &Loaded, name: Option<String>, all: bool) -> anyhow::Result<u8> {
+    let lock = lock(l, "verify")?;
+    let targets = if all {
+        backup::list(lock.dir()).map_err(fail)?
+    } else {
+        vec![backup::find(lock.dir(), name.as_deref()).map_err(fail)?]
+    };
+    let mut bad = 0;
+    for b in targets {
+        if b.state == State::NoSidecar {
+            bad += 1;
+            println!(
+                "UNREADABLE {}: no sidecar and no readable manifest; it cannot be restored. Move it out of {}",
+                b.name,
+                lock.dir().display()
+            );
+            continue;
+        }
+        match backup::verify::verify(&lock, &b, &Cancel::default()) {
+            Ok(_) => println!("ok       {}", b.name),
+            Err(e) if e.is_evidence() => {
+                bad += 1;
+                println!("CORRUPT  {}: {e}", b.name);
+            }
+            Err(e) => {
+                bad += 1;
+                println!(
+                    "ERROR    {}: {e} (the backup's state is unchanged: this says nothing about the backup)",
+                    b.name
+                );
+            }
+        }
+    }
+    Ok(if bad > 0 { 1 } else { 0 })
+}
+
+struct RestoreArgs {
+    name: Option<String>,
+    dry_run: bool,
+    yes: bool,
+    target: Option<PathBuf>,
+    with_config: bool,
+}
+
+fn restore(l: &Loaded, a: RestoreArgs) -> anyhow::Result<u8> {
+    let target = Target::resolve(l, a.target.as_deref()).map_err(|e| {
+        usage(
+            e.to_string(),
+            "aica backup restore NAME --target /path/to/new-file.db   (or no --target for the live database)",
+        )
+    })?;
+    let lock = lock(l, "restore")?;
+    let b = backup::find(lock.dir(), a.name.as_deref()).map_err(fail)?;
+    if a.dry_run {
+        let r = backup::restore::preview(&lock, &b, &target).map_err(fail)?;
+        println!(
+            "dry run: {} verified; restoring it would replace {}{}. Nothing changed.",
+            r.backup,
+            r.target.display(),
+            if target.is_live() {
+                " (the live database)"
+            } else {
+                ""
+            }
+        );
+        for (t, n) in &r.tables {
+            println!("  {t:<14} {n} rows");
+        }
+        return Ok(0);
+    }
+    let ex = target.exclusive(l, &b.name).map_err(fail)?;
+    if !a.yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(usage(
+                format!(
+                    "restoring {} over {} needs confirmation",
+                    b.name,
+                    target.path().display()
+                ),
+                format!(
+                    "aica backup restore {} --yes   (or --dry-run to only check)",
+                    b.name.trim_end_matches(".aicabak")
+                ),
+            ));
+        }
+        if !confirm(&format!(
+            "Replace {} with backup {} (taken {})? A safety snapshot is taken first.",
+            target.path().display(),
+            b.name,
+            b.created_at
+        )) {
+            println!("restore cancelled; nothing changed");
+            return Ok(1);
+        }
+    }
+    let r = backup::restore::restore(&lock, l, &b, &ex, a.with_config).map_err(fail)?;
+    println!("restored {} into {}", r.backup, r.target.display());
+    if let Some(s) = &r.safety_snapshot {
+        println!("the previous database is kept as safety snapshot {s}");
+    }
+    if let Some(p) = &r.moved_aside {
+        println!(
+            "the previous database could not be read; it was moved (with its -wal and -shm) to {}",
+            p.display()
+        );
+    }
+    if let Some(n) = r.uploads {
+        println!("uploads: {n} files restored");
+    }
+    if let Some(c) = &r.config {
+        println!("config: {c}");
+    }
+    if let Some(w) = &r.warning {
+        eprintln!("warning: {w}");
+    }
+    for (t, n) in &r.tables {
+        println!("  {t:<14} {n} rows");
+    }
+    Ok(0)
+}
+
+fn prune(l: &Loaded, dry_run: bool) -> anyhow::Result<u8> {
+    let lock = lock(l, "prune")?;
+    let out = backup::retention::prune(&lock, l, dry_run).map_err(fail)?;
+    let deleted = out.iter().filter(|d| !d.keep).count();
+    for d in &out {
+        println!(
+            "{} {}  ({})",
+            if d.keep {
+                "keep  "
+            } else if dry_run {
+                "would delete"
+            } else {
+                "deleted"
+            },
+            d.name,
+            d.reason
+        );
+    }
+    println!(
+        "{} kept, {} {}",
+        out.len() - deleted,
+        deleted,
+        if dry_run {
+            "would be deleted (dry run)"
+        } else {
+            "deleted"
+        }
+    );
+    Ok(0)
+}
+
 pub async fn run(g: &Global, cmd: BackupCmd) -> anyhow::Result<u8> {
     let l = g.load(&[])?;
-    let dir = l.paths.backups.clone();
     match cmd {
-        BackupCmd::Create { note, verify } => {
-            let opts = CreateOptions {
-                kind: "manual".into(),
-                note,
-                progress: true,
-            };
-            let ll = l.clone();
-            let b = tokio::task::spawn_blocking(move || backup::snapshot::create(&ll, &opts))
-                .await?
-                .map_err(fail)?;
-            println!(
-                "created {} ({}, {:.1}x smaller than the database)",
-                b.name,
-                mib(b.size),
-                b.ratio()
-            );
-            if verify {
-                let bb = b.clone();
-                let d = dir.clone();
-                tokio::task::spawn_blocking(move || {
-                    let _lock = backup::BackupLock::acquire(&d, "verify")?;
-                    backup::verify::verify(&bb, &d)
-                })
-                .await?
-                .map_err(fail)?;
-                println!("verified {}", b.name);
-            }
-            Ok(0)
-        }
+        BackupCmd::Create { note, verify } => blocking(move || create(&l, note, verify)).await,
         BackupCmd::List { json } => {
-            let list = backup::list(&dir).map_err(fail)?;
+            let dir = &l.paths.backups;
+            let list = backup::list(dir).map_err(fail)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if list.is_empty() {
@@ -158,157 +331,31 @@ pub async fn run(g: &Global, cmd: BackupCmd) -> anyhow::Result<u8> {
             } else {
                 print_list(&list);
             }
+            let ignored = backup::ignored(dir);
+            if !ignored.is_empty() {
+                eprintln!("ignored (not backups aica made): {}", ignored.join(", "));
+            }
             Ok(0)
         }
-        BackupCmd::Verify { name, all } => {
-            let targets = if all {
-                backup::list(&dir).map_err(fail)?
-            } else {
-                vec![backup::find(&dir, name.as_deref()).map_err(fail)?]
-            };
-            let d = dir.clone();
-            let results = tokio::task::spawn_blocking(move || {
-                let _lock = backup::BackupLock::acquire(&d, "verify")?;
-                Ok::<_, BackupError>(
-                    targets
-                        .into_iter()
-                        .map(|b| (b.name.clone(), backup::verify::verify(&b, &d).map(|_| ())))
-                        .collect::<Vec<_>>(),
-                )
-            })
-            .await?
-            .map_err(fail)?;
-            let mut bad = 0;
-            for (name, r) in results {
-                match r {
-                    Ok(()) => println!("ok       {name}"),
-                    Err(e) => {
-                        bad += 1;
-                        println!("CORRUPT  {name}: {e}");
-                    }
-                }
-            }
-            Ok(if bad > 0 { 1 } else { 0 })
-        }
+        BackupCmd::Verify { name, all } => blocking(move || verify(&l, name, all)).await,
         BackupCmd::Restore {
             name,
             latest: _,
             dry_run,
             yes,
             target,
+            with_config,
         } => {
-            let b = backup::find(&dir, name.as_deref()).map_err(fail)?;
-            let shown_target = target.clone().unwrap_or_else(|| l.paths.db.clone());
-            if !dry_run && !yes {
-                if !std::io::stdin().is_terminal() {
-                    return Err(usage(
-                        format!(
-                            "restoring {} over {} needs confirmation",
-                            b.name,
-                            shown_target.display()
-                        ),
-                        format!(
-                            "aica backup restore {} --yes   (or --dry-run to only check)",
-                            b.name.trim_end_matches(".aicabak")
-                        ),
-                    ));
-                }
-                if !confirm(&format!(
-                    "Replace {} with backup {} (taken {})? A safety snapshot is taken first.",
-                    shown_target.display(),
-                    b.name,
-                    b.created_at
-                )) {
-                    println!("restore cancelled; nothing changed");
-                    return Ok(1);
-                }
-            }
-            let ll = l.clone();
-            let report = tokio::task::spawn_blocking(move || {
-                backup::restore::restore(&ll, &b, target.as_deref(), dry_run)
-            })
-            .await?
-            .map_err(fail)?;
-            if dry_run {
-                println!(
-                    "dry run: {} verified; restoring it would replace {}. Nothing changed.",
-                    report.backup,
-                    report.target.display()
-                );
-            } else {
-                println!(
-                    "restored {} into {}",
-                    report.backup,
-                    report.target.display()
-                );
-                if let Some(s) = &report.safety_snapshot {
-                    println!("the previous database is kept as safety snapshot {s}");
-                }
-                if let Some(p) = &report.moved_aside {
-                    println!(
-                        "the previous database could not be read; it was moved to {}",
-                        p.display()
-                    );
-                }
-            }
-            for (t, n) in &report.tables {
-                println!("  {t:<14} {n} rows");
-            }
-            Ok(0)
+            let a = RestoreArgs {
+                name,
+                dry_run,
+                yes,
+                target,
+                with_config,
+            };
+            blocking(move || restore(&l, a)).await
         }
-        BackupCmd::Prune { dry_run } => {
-            let ll = l.clone();
-            let out = tokio::task::spawn_blocking(move || -> Result<_, BackupError> {
-                let _lock = backup::BackupLock::acquire(&ll.paths.backups, "prune")?;
-                let all = backup::list(&ll.paths.backups)?;
-                let plan = backup::retention::plan(
-                    &all,
-                    &ll.settings.backup,
-                    time::OffsetDateTime::now_utc().unix_timestamp(),
-                );
-                if !dry_run {
-                    let mirror = backup::dest::mirror(&ll.settings, &ll.paths.base);
-                    for d in plan.iter().filter(|d| !d.keep) {
-                        let p = ll.paths.backups.join(&d.name);
-                        std::fs::remove_file(backup::sidecar_path(&p)).ok();
-                        std::fs::remove_file(&p)
-                            .map_err(backup::io(format!("remove {}", p.display())))?;
-                        if let Some(m) = &mirror {
-                            m.delete(&d.name)?;
-                        }
-                    }
-                }
-                Ok(plan)
-            })
-            .await?
-            .map_err(fail)?;
-            let deleted = out.iter().filter(|d| !d.keep).count();
-            for d in &out {
-                println!(
-                    "{} {}  ({})",
-                    if d.keep {
-                        "keep  "
-                    } else if dry_run {
-                        "would delete"
-                    } else {
-                        "deleted"
-                    },
-                    d.name,
-                    d.reason
-                );
-            }
-            println!(
-                "{} kept, {} {}",
-                out.len() - deleted,
-                deleted,
-                if dry_run {
-                    "would be deleted (dry run)"
-                } else {
-                    "deleted"
-                }
-            );
-            Ok(0)
-        }
+        BackupCmd::Prune { dry_run } => blocking(move || prune(&l, dry_run)).await,
         BackupCmd::Drill { name, json } => {
             let exe = std::env::current_exe()?;
             let r = backup::drill::drill(&l, name.as_deref(), &exe)

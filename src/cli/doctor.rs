@@ -29,7 +29,7 @@ pub async fn run(g: &Global, a: &DoctorArgs) -> anyhow::Result<u8> {
                 Level::Warn => "WARN",
                 Level::Fail => "FAIL",
             };
-            println!("{tag}  {:<16} {}", c.name, c.message);
+            println!("{tag}  {:<16} {}", c.name, c.observed);
             if let Some(fix) = &c.fix {
                 println!("      {:<16} fix: {fix}", "");
             }

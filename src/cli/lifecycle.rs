@@ -2,7 +2,7 @@
 
 use super::serve::ServeArgs;
 use super::{Failed, Global};
-use crate::ops::pidfile::{self, PidInfo, RunState};
+use crate::run::pidfile::{self, PidInfo, RunState};
 use comfy_table::Table;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -81,12 +81,21 @@ pub async fn up(g: &Global, a: &ServeArgs) -> anyhow::Result<u8> {
     let loaded = g.load(&a.overrides())?;
     let paths = &loaded.paths;
     match pidfile::state(&paths.run) {
-        RunState::Running(info) => {
-            let who = info
-                .map(|i| format!(" (pid {}, backend http://{})", i.pid, i.backend))
-                .unwrap_or_default();
-            println!("aica is already running{who}");
+        RunState::Running { info: Some(i), .. } => {
+            println!(
+                "aica is already running (pid {}, backend http://{})",
+                i.pid, i.backend
+            );
             return Ok(0);
+        }
+        RunState::Running { info: None, holder } => {
+            return Err(Failed(
+                1,
+                format!(
+                    "cannot start: the run lock is held by {holder}\nTry: wait for it to finish, then aica up"
+                ),
+            )
+            .into());
         }
         RunState::Stale(info) => {
             pidfile::clean_stale(&paths.run);
@@ -121,7 +130,10 @@ pub async fn up(g: &Global, a: &ServeArgs) -> anyhow::Result<u8> {
             if let Some(status) = exited {
                 return Some(Err(status));
             }
-            let RunState::Running(Some(info)) = pidfile::state(&run) else {
+            let RunState::Running {
+                info: Some(info), ..
+            } = pidfile::state(&run)
+            else {
                 return None;
             };
             if info.pid != pid {
@@ -180,23 +192,26 @@ pub async fn down(g: &Global, a: &DownArgs) -> anyhow::Result<u8> {
             println!("aica is not running (removed stale pid file of pid {pid})");
             return Ok(0);
         }
-        RunState::Running(None) => return Err(Failed(
-            1,
-            format!(
-                "aica holds the lock in {} but its pid file is unreadable\nTry: fuser {}/aica.lock",
-                run.display(),
-                run.display()
-            ),
-        )
-        .into()),
-        RunState::Running(Some(info)) => info,
+        RunState::Running { info: None, holder } => {
+            return Err(Failed(
+                1,
+                format!(
+                    "the run lock in {} is held by {holder}, which is not a server aica down can stop\nTry: wait for it to finish (aica status)",
+                    run.display()
+                ),
+            )
+            .into());
+        }
+        RunState::Running {
+            info: Some(info), ..
+        } => info,
     };
     let pid = nix::unistd::Pid::from_raw(info.pid as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
         .map_err(|e| Failed(1, format!("cannot signal pid {}: {e}", info.pid)))?;
     let stopped = wait_until(Duration::from_secs(a.timeout), || {
         let run = run.clone();
-        async move { (!matches!(pidfile::state(&run), RunState::Running(_))).then_some(()) }
+        async move { (!matches!(pidfile::state(&run), RunState::Running { .. })).then_some(()) }
     })
     .await;
     match stopped {
@@ -225,9 +240,13 @@ fn uptime(info: &PidInfo) -> String {
 pub async fn status(g: &Global, a: &StatusArgs) -> anyhow::Result<u8> {
     let loaded = g.load(&[])?;
     let state = pidfile::state(&loaded.paths.run);
+    let mut busy = None;
     let (info, stale) = match state {
-        RunState::Running(Some(i)) => (Some(i), None),
-        RunState::Running(None) => (None, None),
+        RunState::Running { info: Some(i), .. } => (Some(i), None),
+        RunState::Running { info: None, holder } => {
+            busy = Some(holder);
+            (None, None)
+        }
         RunState::Stale(i) => (None, Some(i)),
         RunState::NotRunning => (None, None),
     };
@@ -254,6 +273,7 @@ pub async fn status(g: &Global, a: &StatusArgs) -> anyhow::Result<u8> {
         let v = serde_json::json!({
             "running": info.is_some(),
             "stale_pid_file": stale.is_some(),
+            "run_lock_holder": busy,
             "process": info,
             "uptime": info.as_ref().map(uptime),
             "health": health.map(|(_, b)| b),
@@ -277,6 +297,9 @@ pub async fn status(g: &Global, a: &StatusArgs) -> anyhow::Result<u8> {
         }
         None => {
             t.add_row(vec!["state", "not running"]);
+            if let Some(h) = &busy {
+                t.add_row(vec!["run lock", &format!("held by {h}")]);
+            }
             if let Some(s) = &stale {
                 let pid = s
                     .as_ref()

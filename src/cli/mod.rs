@@ -144,6 +144,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // One-shot commands show warnings and errors on stderr (a restore moving a
+    // damaged database aside, debris being removed); `serve` sets up its own logs.
+    let _log =
+        (!matches!(cli.command, Command::Serve(_))).then(crate::telemetry::logging::init_cli);
     let result = runtime.block_on(run(cli));
     match result {
         Ok(code) => ExitCode::from(code),

@@ -3,7 +3,7 @@
 use super::{Failed, Global};
 use crate::console::{self, ConsoleState};
 use crate::http::{self, AppState};
-use crate::ops::pidfile::{PidInfo, RunLock};
+use crate::run::pidfile::{PidInfo, RunLock};
 use crate::store::{ContentStore, SqliteStore};
 use crate::telemetry;
 use anyhow::Context;
@@ -67,14 +67,16 @@ async fn shutdown_signal() {
 pub async fn run(g: &Global, a: &ServeArgs) -> anyhow::Result<u8> {
     let loaded = g.load(&a.overrides())?;
     let (s, paths) = (&loaded.settings, &loaded.paths);
-    let lock = RunLock::acquire(&paths.run).map_err(|info| {
-        let who = info
-            .map(|i| format!(" (pid {}, backend {})", i.pid, i.backend))
-            .unwrap_or_default();
+    let lock = RunLock::acquire(&paths.run, "serve").map_err(|busy| {
+        let hint = if busy.info.is_some() {
+            "aica status, or aica down to stop it"
+        } else {
+            "wait for that operation to finish (aica status shows it), then start again"
+        };
         Failed(
             1,
             format!(
-                "aica is already running from {}{who}\nTry: aica status, or aica down to stop it",
+                "cannot start in {}: {busy}\nTry: {hint}",
                 paths.base.display()
             ),
         )
@@ -112,8 +114,9 @@ pub async fn run(g: &Global, a: &ServeArgs) -> anyhow::Result<u8> {
         }
     });
 
+    let (tx, rx) = tokio::sync::watch::channel(false);
     let backup_task = (!s.backup.schedule.trim().is_empty())
-        .then(|| tokio::spawn(crate::backup::schedule::run(loaded.clone())));
+        .then(|| tokio::spawn(crate::backup::schedule::run(loaded.clone(), rx.clone())));
 
     let local = |a: SocketAddr| {
         if a.ip().is_unspecified() {
@@ -141,7 +144,6 @@ pub async fn run(g: &Global, a: &ServeArgs) -> anyhow::Result<u8> {
     .with_context(|| format!("cannot write pid file in {}", paths.run.display()))?;
     tracing::info!(backend = %backend_addr, console = %console_addr, database = %paths.db.display(), version = env!("CARGO_PKG_VERSION"), "aica serving");
 
-    let (tx, rx) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -175,7 +177,9 @@ pub async fn run(g: &Global, a: &ServeArgs) -> anyhow::Result<u8> {
     qc_task.abort();
     upkeep.abort();
     if let Some(t) = backup_task {
-        t.abort();
+        // A scheduled backup in progress is cancelled and waited for: nothing
+        // may outlive the run lock and the pid file.
+        let _ = t.await;
     }
     let st = store.clone();
     match tokio::task::spawn_blocking(move || st.checkpoint()).await {

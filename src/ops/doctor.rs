@@ -1,35 +1,13 @@
 //! `aica doctor`: each reason aica might not start, checked for real, with the fix.
 
+pub use crate::check::{Check, Level};
 use crate::config::Loaded;
-use crate::ops::pidfile::{self, RunState};
-use serde::Serialize;
+use crate::run::pidfile::{self, RunState};
 use std::net::TcpListener;
 use std::path::Path;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    Pass,
-    Warn,
-    Fail,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Check {
-    pub name: String,
-    pub level: Level,
-    pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fix: Option<String>,
-}
-
-fn check(name: &str, level: Level, message: impl Into<String>, fix: Option<String>) -> Check {
-    Check {
-        name: name.into(),
-        level,
-        message: message.into(),
-        fix,
-    }
+fn check(name: &str, level: Level, observed: impl Into<String>, fix: Option<String>) -> Check {
+    Check::new(name, level, observed, fix)
 }
 
 /// The configuration could not be loaded: the one check that stops the rest.
@@ -58,15 +36,14 @@ pub fn run(l: &Loaded) -> Vec<Check> {
     )];
     out.push(dotenv(&l.paths.base));
     let running = match pidfile::state(&l.paths.run) {
-        RunState::Running(info) => {
-            let pid = info
-                .as_ref()
-                .map(|i| i.pid.to_string())
-                .unwrap_or_else(|| "?".into());
+        RunState::Running { info, holder } => {
             out.push(check(
                 "pid file",
                 Level::Pass,
-                format!("aica is running (pid {pid})"),
+                match &info {
+                    Some(i) => format!("aica is running (pid {})", i.pid),
+                    None => format!("the run lock is held by {holder}"),
+                },
                 None,
             ));
             info
@@ -119,6 +96,7 @@ pub fn run(l: &Loaded) -> Vec<Check> {
         out.push(writable(name, dir));
     }
     out.push(database(&l.paths.db));
+    out.push(backup_debris(l));
     out.push(disk(
         &l.paths.data,
         s.health.disk_warn_free_mib,
@@ -252,6 +230,46 @@ fn database(db: &Path) -> Check {
             Some("check the file is an aica database and readable; restore a backup if it is damaged".into()),
         ),
     }
+}
+
+/// What interrupted backup operations left behind (temporary archives, verify
+/// and drill scratch, staged restores), unless one is running right now.
+fn backup_debris(l: &Loaded) -> Check {
+    if let Some(holder) = crate::run::lock::holder(&l.paths.backups.join(".lock")) {
+        return check(
+            "backup debris",
+            Level::Pass,
+            format!("a backup operation is running ({holder}); its temporary files are in use"),
+            None,
+        );
+    }
+    let debris = crate::backup::debris(l);
+    if debris.is_empty() {
+        return check(
+            "backup debris",
+            Level::Pass,
+            "no files left by interrupted backup operations",
+            None,
+        );
+    }
+    let bytes: u64 = debris.iter().map(|d| d.bytes).sum();
+    let list: Vec<String> = debris
+        .iter()
+        .take(5)
+        .map(|d| d.path.display().to_string())
+        .collect();
+    check(
+        "backup debris",
+        Level::Warn,
+        format!(
+            "{} left by interrupted backup operations ({:.1} MiB): {}{}",
+            debris.len(),
+            bytes as f64 / 1_048_576.0,
+            list.join(", "),
+            if debris.len() > 5 { ", ..." } else { "" }
+        ),
+        Some("any backup command removes them first, e.g. 'aica backup prune --dry-run'".into()),
+    )
 }
 
 fn disk(dir: &Path, warn_mib: u64, fail_mib: u64) -> Check {

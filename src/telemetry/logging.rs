@@ -114,6 +114,8 @@ pub fn init_server(
 pub fn init_cli() -> LogGuard {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
         .with_target(false)
         .with_env_filter(filter("warn"))
         .try_init();

@@ -97,21 +97,6 @@ pub fn spawn_upkeep() -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Set the backup gauges from the newest good backup in `dir` (any process may have made it).
-pub fn backup_gauges(dir: &std::path::Path) {
-    let newest = crate::backup::list(dir).ok().and_then(|l| {
-        l.into_iter()
-            .find(|b| b.kind != "safety" && b.state != "corrupt" && b.state != "no sidecar")
-    });
-    if let Some(b) = newest {
-        metrics::gauge!("aica_backup_last_success_timestamp_seconds").set(b.created_unix as f64);
-        metrics::gauge!("aica_backup_last_size_bytes").set(b.size as f64);
-        if let Some(s) = crate::backup::read_sidecar(&b.path) {
-            metrics::gauge!("aica_backup_last_duration_seconds").set(s.duration_secs);
-        }
-    }
-}
-
 /// Collect process figures and render the text exposition format.
 pub fn render() -> String {
     let Some(h) = handle() else {

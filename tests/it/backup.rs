@@ -2,7 +2,7 @@
 //! SIGKILL, corruption, bad input, a full disk, prune, drill, metrics.
 
 use crate::common::{Server, aica, text, wait_for};
-use aica::backup::{self, snapshot::CreateOptions};
+use aica::backup::{self, Cancel, Kind, State, snapshot::CreateOptions};
 use aica::config::{LoadOptions, Loaded, load};
 use nix::sys::signal::Signal;
 use rusqlite::Connection;
@@ -86,13 +86,13 @@ fn create_list_verify_restore_round_trip() {
     let o = aica(dir, &["backup", "restore", &name, "--yes"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("aica down"), "{}", text(&o));
+
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(30)), Some(0));
     // Without --yes and without a terminal it asks for --yes.
     let o = aica(dir, &["backup", "restore", &name]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("Try:") && text(&o).contains("--yes"));
-
-    s.signal(Signal::SIGTERM);
-    assert_eq!(s.wait_exit(Duration::from_secs(30)), Some(0));
     let db = dir.join("data/aica_sys.db");
     Connection::open(&db)
         .unwrap()
@@ -114,12 +114,18 @@ fn create_list_verify_restore_round_trip() {
     let list = backup::list(&dir.join("backups")).unwrap();
     let safety = list
         .iter()
-        .find(|b| b.kind == "safety")
+        .find(|b| b.kind == Kind::Safety)
         .expect("safety snapshot");
-    assert_eq!(safety.state, "safety snapshot");
+    assert_eq!(safety.state, State::Safety);
     // The safety snapshot holds the state that was replaced.
     let scratch = tempfile::tempdir().unwrap();
-    let v = backup::verify::check(safety, &scratch.path().join("s.db")).unwrap();
+    let v = backup::verify::check(
+        safety,
+        &scratch.path().join("s.db"),
+        None,
+        &Cancel::default(),
+    )
+    .unwrap();
     assert_eq!(v.manifest.tables["articles"], 3000);
 }
 
@@ -154,15 +160,19 @@ fn backups_under_a_busy_writer_are_consistent_prefixes() {
     let mut taken = Vec::new();
     for _ in 0..20 {
         let before = acked.load(Ordering::Acquire);
+        let lock = backup::BackupLock::acquire(&l, "test").unwrap();
         let b = backup::snapshot::create(
+            &lock,
             &l,
             &CreateOptions {
-                kind: "manual".into(),
+                kind: Kind::Manual,
                 note: None,
                 progress: false,
+                cancel: Cancel::default(),
             },
         )
-        .unwrap();
+        .unwrap()
+        .info;
         taken.push((b, before));
     }
     stop.store(true, Ordering::Relaxed);
@@ -170,7 +180,8 @@ fn backups_under_a_busy_writer_are_consistent_prefixes() {
     let final_acked = acked.load(Ordering::Acquire);
     for (b, before) in taken {
         let scratch = tempfile::tempdir().unwrap();
-        let v = backup::verify::check(&b, &scratch.path().join("r.db")).unwrap();
+        let v = backup::verify::check(&b, &scratch.path().join("r.db"), None, &Cancel::default())
+            .unwrap();
         let c = Connection::open(&v.db).unwrap();
         let (count, max): (i64, Option<i64>) = c
             .query_row("SELECT COUNT(*), MAX(n) FROM seq", [], |r| {
@@ -235,12 +246,13 @@ fn killed_backups_and_restores_never_damage_or_list_partial_files() {
         );
         for b in backup::list(&dir.join("backups")).unwrap() {
             assert_ne!(
-                b.state, "no sidecar",
+                b.state,
+                State::NoSidecar,
                 "partial archive listed after a kill: {}",
                 b.name
             );
             let scratch = tempfile::tempdir().unwrap();
-            backup::verify::check(&b, &scratch.path().join("k.db"))
+            backup::verify::check(&b, &scratch.path().join("k.db"), None, &Cancel::default())
                 .unwrap_or_else(|e| panic!("{}: {e}", b.name));
         }
     }
@@ -261,7 +273,7 @@ fn a_flipped_byte_is_reported_corrupt_and_refused() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("CORRUPT"));
     let list = backup::list(&dir.join("backups")).unwrap();
-    assert_eq!(list[0].state, "corrupt");
+    assert_eq!(list[0].state, State::Corrupt);
     let before = std::fs::read(dir.join("data/aica_sys.db")).unwrap();
     let o = aica(dir, &["backup", "restore", &name, "--yes"]);
     assert_eq!(o.status.code(), Some(1));
@@ -311,7 +323,7 @@ fn bad_names_strange_files_and_newer_backups_get_clear_errors() {
     let name = backup::list(&dir.join("backups"))
         .unwrap()
         .into_iter()
-        .find(|b| b.state == "unverified")
+        .find(|b| b.state == State::Unverified)
         .unwrap()
         .name;
     let side = dir.join(format!("backups/{name}.json"));
@@ -409,7 +421,7 @@ fn prune_mirror_drill_metrics_and_health() {
     assert!(r["rto_seconds"].as_f64().unwrap() > 0.0);
     assert!(std::path::Path::new(r["report_markdown"].as_str().unwrap()).exists());
     let list = backup::list(&dir.join("backups")).unwrap();
-    assert!(list[0].drill.as_ref().is_some_and(|c| c.ok));
+    assert!(list[0].drill.as_ref().is_some_and(|c| c.ok()));
 
     let mut s = Server::start(dir, &["--set", "backup.schedule="], &[]);
     let (_, m) = crate::common::get(&format!("{}/metrics", s.backend)).unwrap();
@@ -443,7 +455,7 @@ fn scheduled_backups_run_inside_serve() {
         backup::list(&dir.join("backups"))
             .ok()?
             .into_iter()
-            .find(|b| b.kind == "scheduled" && b.state == "verified")
+            .find(|b| b.kind == Kind::Scheduled && b.state == State::Verified)
     });
     assert!(b.name.ends_with("-scheduled.aicabak"));
     // The counter moves right after the sidecar is written: wait for it too.
@@ -460,14 +472,16 @@ fn scheduled_backups_run_inside_serve() {
 fn a_second_backup_operation_says_who_holds_the_lock() {
     let d = seeded();
     let l = loaded(d.path(), &[]);
-    let _held = backup::BackupLock::acquire(&l.paths.backups, "test holder").unwrap();
+    let _held = backup::BackupLock::acquire(&l, "test holder").unwrap();
     let o = aica(d.path(), &["backup", "create"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let t = text(&o);
     assert!(
         t.contains("another backup operation is running")
             && t.contains(&format!("pid {}", std::process::id()))
-            && t.contains("test holder"),
+            && t.contains("test holder")
+            && t.contains("do not delete the lock file")
+            && !t.contains("remove the stale lock"),
         "{t}"
     );
     assert!(names(d.path()).is_empty());

@@ -3,6 +3,7 @@
 mod api_read;
 mod api_write;
 mod backup;
+mod backup_safety;
 mod bad_input;
 mod common;
 mod health_metrics;

@@ -18,7 +18,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         if let Ok(size) = store.size_bytes() {
             metrics::gauge!("aica_db_size_bytes").set(size as f64);
         }
-        crate::telemetry::metrics::backup_gauges(&dir);
+        crate::backup::publish_gauges(&dir);
         crate::telemetry::metrics::render()
     })
     .await

@@ -1,0 +1,537 @@
+//! Regression tests for what an outside review found in backups and restores:
+//! the live database by another spelling, non-file targets, failed safety
+//! snapshots, debris after kills, bare archives, the drill's environment,
+//! shutdown during a scheduled backup, and state changed without evidence.
+
+use crate::common::{Server, aica, aica_env, bin, text, wait_for};
+use aica::backup::{self, State};
+use nix::sys::signal::Signal;
+use rusqlite::Connection;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn seeded() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let o = aica(
+        d.path(),
+        &["keys", "create", "--role", "admin", "--name", "seed"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    d
+}
+
+fn rows(db: &Path) -> i64 {
+    Connection::open(db)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM articles", [], |r| r.get(0))
+        .unwrap()
+}
+
+fn integrity(db: &Path) -> String {
+    Connection::open(db)
+        .unwrap()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap()
+}
+
+fn list(dir: &Path) -> Vec<backup::BackupInfo> {
+    backup::list(&dir.join("backups")).unwrap()
+}
+
+/// Run the binary from `cwd` (as an operator in a shell would), with `--dir`.
+fn aica_in(cwd: &Path, dir: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(cwd)
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::null());
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("AICA_")) {
+        cmd.env_remove(k);
+    }
+    cmd.output().unwrap()
+}
+
+/// The binary with every file write past `limit` bytes failing (EFBIG), as on a full volume.
+fn aica_fsize_limited(dir: &Path, args: &[&str], limit: u64) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(bin());
+    cmd.arg("--dir").arg(dir).args(args).stdin(Stdio::null());
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::signal::signal(Signal::SIGXFSZ, nix::sys::signal::SigHandler::SigIgn)
+                .map_err(std::io::Error::from)?;
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_FSIZE, limit, limit)
+                .map_err(std::io::Error::from)
+        });
+    }
+    cmd.output().unwrap()
+}
+
+fn create_verified(dir: &Path) -> String {
+    let o = aica(dir, &["backup", "create", "--verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    list(dir)[0].name.clone()
+}
+
+fn side_files(db: &Path) -> Vec<bool> {
+    ["-wal", "-shm"]
+        .iter()
+        .map(|s| {
+            let mut p = db.as_os_str().to_owned();
+            p.push(s);
+            Path::new(&p).exists()
+        })
+        .collect()
+}
+
+#[test]
+fn finding_1_the_live_database_is_refused_by_any_spelling_while_serving() {
+    let d = seeded();
+    let dir = d.path();
+    let name = create_verified(dir);
+    let db = dir.join("data/aica_sys.db");
+    std::os::unix::fs::symlink(&db, dir.join("link.db")).unwrap();
+    std::fs::hard_link(&db, dir.join("hard.db")).unwrap();
+    let s = Server::start(dir, &["--set", "backup.schedule="], &[]);
+    // Writes through the server leave committed transactions in the WAL.
+    Connection::open(&db)
+        .unwrap()
+        .execute("DELETE FROM articles WHERE id > 5500", [])
+        .unwrap();
+    let sides_before = side_files(&db);
+    assert_eq!(
+        sides_before,
+        vec![true, true],
+        "the server has the WAL open"
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let abs = db.display().to_string();
+    for (cwd, target) in [
+        (dir, "data/aica_sys.db"),
+        (dir, "./data/../data/aica_sys.db"),
+        (elsewhere.path(), "data/aica_sys.db"),
+        (elsewhere.path(), abs.as_str()),
+        (dir, "link.db"),
+        (dir, "hard.db"),
+    ] {
+        let o = aica_in(
+            cwd,
+            dir,
+            &["backup", "restore", "--latest", "--yes", "--target", target],
+        );
+        assert_eq!(o.status.code(), Some(1), "{target}: {}", text(&o));
+        assert!(
+            text(&o).contains("aica is running") && text(&o).contains("aica down"),
+            "{target}: {}",
+            text(&o)
+        );
+        assert_eq!(side_files(&db), sides_before, "{target}: -wal/-shm touched");
+        assert_eq!(rows(&db), 5500, "{target}: live data changed");
+    }
+    // The preview the RUNBOOK offers works while the server runs, and changes nothing.
+    let o = aica(dir, &["backup", "restore", "--latest", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains(&name) && text(&o).contains("live database"));
+    assert_eq!(rows(&db), 5500);
+    let (code, _) = crate::common::get(&format!("{}/health", s.backend)).unwrap();
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn finding_2_a_target_that_is_not_a_file_is_refused_and_nothing_moves() {
+    let d = seeded();
+    let dir = d.path();
+    create_verified(dir);
+    std::fs::create_dir(dir.join("somedir")).unwrap();
+    std::fs::write(dir.join("somedir/keep.txt"), "mine").unwrap();
+    for target in ["somedir", "/dev/null"] {
+        let o = aica(
+            dir,
+            &["backup", "restore", "--latest", "--yes", "--target", target],
+        );
+        assert_eq!(o.status.code(), Some(2), "{target}: {}", text(&o));
+        assert!(
+            text(&o).contains("not a database file") && text(&o).contains("Try:"),
+            "{}",
+            text(&o)
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.join("somedir/keep.txt")).unwrap(),
+        "mine"
+    );
+    let moved: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("unreadable"))
+        .collect();
+    assert!(moved.is_empty(), "something was moved aside: {moved:?}");
+}
+
+#[test]
+fn finding_3_a_failed_safety_snapshot_refuses_and_changes_nothing() {
+    let d = seeded();
+    let dir = d.path();
+    create_verified(dir);
+    // A readable database much larger (and less compressible) than the backup:
+    // extracting the backup fits under the limit, snapshotting the target does not.
+    let other = dir.join("other.db");
+    let c = Connection::open(&other).unwrap();
+    c.execute_batch("CREATE TABLE blob (b BLOB); INSERT INTO blob VALUES (randomblob(48000000));")
+        .unwrap();
+    drop(c);
+    let before = std::fs::read(&other).unwrap();
+    let staged_size = std::fs::metadata(dir.join("data/aica_sys.db"))
+        .unwrap()
+        .len();
+    let limit = staged_size + 16 * 1024 * 1024;
+    assert!(
+        limit < 48_000_000,
+        "test premise: the snapshot must exceed the limit"
+    );
+    let o = aica_fsize_limited(
+        dir,
+        &[
+            "backup", "restore", "--latest", "--yes", "--target", "other.db",
+        ],
+        limit,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("safety snapshot") && text(&o).contains("nothing was changed"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read(&other).unwrap(), before, "target changed");
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains("unreadable") || n.contains("restore-tmp")),
+        "{names:?}"
+    );
+    assert_eq!(list(dir)[0].state, State::Verified, "the backup was blamed");
+}
+
+#[test]
+fn finding_4_debris_of_dead_operations_is_reported_then_removed() {
+    let d = seeded();
+    let dir = d.path();
+    create_verified(dir);
+    let b = dir.join("backups");
+    std::fs::write(
+        b.join(".aica-20261128T000000Z.aicabak.tmp"),
+        vec![7u8; 3 << 20],
+    )
+    .unwrap();
+    std::fs::create_dir(b.join(".verify-dead1")).unwrap();
+    std::fs::write(b.join(".verify-dead1/aica_sys.db"), vec![1u8; 1 << 20]).unwrap();
+    std::fs::write(b.join("aica-20260101T000000Z.aicabak.json"), "{}").unwrap();
+    let staged = dir.join("data/aica_sys.db.restore-tmp");
+    std::fs::write(&staged, b"half").unwrap();
+    std::fs::write(dir.join("data/aica_sys.db.restore-tmp-wal"), b"w").unwrap();
+    std::fs::write(b.join(".staging"), format!("{}\n", staged.display())).unwrap();
+    std::fs::create_dir_all(dir.join("run/drill-dead/data")).unwrap();
+
+    let o = aica(dir, &["doctor", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let c = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "backup debris")
+        .unwrap()
+        .clone();
+    assert_eq!(c["level"], "warn", "{c}");
+    let observed = c["observed"].as_str().unwrap();
+    assert!(
+        observed.contains("6 left") || observed.contains(".tmp"),
+        "{c}"
+    );
+
+    let o = aica(dir, &["backup", "prune", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("interrupted"), "{}", text(&o));
+    for p in [
+        b.join(".aica-20261128T000000Z.aicabak.tmp"),
+        b.join(".verify-dead1"),
+        b.join("aica-20260101T000000Z.aicabak.json"),
+        b.join(".staging"),
+        staged.clone(),
+        dir.join("data/aica_sys.db.restore-tmp-wal"),
+        dir.join("run/drill-dead"),
+    ] {
+        assert!(!p.exists(), "{} was left", p.display());
+    }
+    assert_eq!(integrity(&dir.join("data/aica_sys.db")), "ok");
+    assert_eq!(list(dir).len(), 1, "a real backup was removed");
+    let o = aica(dir, &["doctor", "--json"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("no files left by interrupted"));
+}
+
+#[test]
+fn finding_5_a_bare_archive_is_a_complete_backup() {
+    let d = seeded();
+    let src = d.path();
+    std::fs::create_dir_all(src.join("data/uploads/img")).unwrap();
+    std::fs::write(src.join("data/uploads/img/a.png"), b"png").unwrap();
+    std::fs::write(src.join("aica.toml"), "[cache]\nttl_secs = 17\n").unwrap();
+    let name = create_verified(src);
+    // Disaster recovery: only the archive reaches the new machine.
+    let new = tempfile::tempdir().unwrap();
+    let nd = new.path();
+    std::fs::create_dir_all(nd.join("backups")).unwrap();
+    std::fs::copy(
+        src.join("backups").join(&name),
+        nd.join("backups").join(&name),
+    )
+    .unwrap();
+    let o = aica(nd, &["backup", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["state"], "no sidecar");
+    assert!(
+        v[0]["created_at"].as_str().unwrap().starts_with("20"),
+        "{v}"
+    );
+    let o = aica(nd, &["backup", "restore", "--latest", "--yes"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("rebuilt the missing sidecar"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(rows(&nd.join("data/aica_sys.db")), 6000);
+    assert_eq!(
+        std::fs::read(nd.join("data/uploads/img/a.png")).unwrap(),
+        b"png"
+    );
+    assert_eq!(
+        std::fs::read_to_string(nd.join("aica.toml")).unwrap(),
+        "[cache]\nttl_secs = 17\n"
+    );
+    let b = &list(nd)[0];
+    assert_eq!(b.name, name);
+    assert_eq!(b.state, State::Verified);
+    assert!(b.ratio() > 1.0);
+    // An existing aica.toml is kept unless asked.
+    std::fs::write(nd.join("aica.toml"), "# mine\n").unwrap();
+    let o = aica(nd, &["backup", "restore", &name, "--yes"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        std::fs::read_to_string(nd.join("aica.toml")).unwrap(),
+        "# mine\n"
+    );
+    let o = aica(nd, &["backup", "restore", &name, "--yes", "--with-config"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        std::fs::read_to_string(nd.join("aica.toml"))
+            .unwrap()
+            .contains("ttl_secs = 17")
+    );
+}
+
+#[test]
+fn finding_6_the_drill_never_inherits_the_parent_environment() {
+    let d = seeded();
+    let dir = d.path();
+    create_verified(dir);
+    let decoy = tempfile::tempdir().unwrap();
+    let decoy_db = decoy.path().join("prod.db");
+    let url = format!("sqlite://{}", decoy_db.display());
+    let o = aica_env(
+        dir,
+        &["backup", "drill", "--json"],
+        &[
+            ("AICA_DATABASE_URL", url.as_str()),
+            ("AICA_DATABASE_SEED_DEMO", "true"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(
+        !decoy_db.exists(),
+        "the drill's server opened the parent's database"
+    );
+}
+
+#[test]
+fn finding_6_shutdown_waits_for_a_scheduled_backup_and_leaves_nothing() {
+    let d = seeded();
+    let dir = d.path();
+    // Make a backup take long enough to be caught in progress.
+    let c = Connection::open(dir.join("data/aica_sys.db")).unwrap();
+    c.execute_batch("CREATE TABLE filler (b BLOB);").unwrap();
+    for _ in 0..150 {
+        c.execute("INSERT INTO filler VALUES (randomblob(1000000))", [])
+            .unwrap();
+    }
+    drop(c);
+    let mut s = Server::start(dir, &["--set", "backup.schedule=* * * * *"], &[]);
+    let lock = dir.join("backups/.lock");
+    wait_for(
+        "a scheduled backup in progress",
+        Duration::from_secs(90),
+        || aica::run::lock::holder(&lock).filter(|h| h.contains("scheduled backup")),
+    );
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.wait_exit(Duration::from_secs(60)), Some(0));
+    // When the process is gone, so is everything it was doing.
+    assert_eq!(aica::run::lock::holder(&lock), None);
+    let left: Vec<String> = std::fs::read_dir(dir.join("backups"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with('.') && n != ".lock")
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    for b in list(dir) {
+        assert_ne!(b.state, State::NoSidecar, "{}", b.name);
+    }
+    assert!(!dir.join("run/aica.pid").exists());
+}
+
+#[test]
+fn finding_7_failures_that_are_not_about_the_backup_leave_its_state_alone() {
+    let d = seeded();
+    let dir = d.path();
+    let name = create_verified(dir);
+    // An unwritable target.
+    let o = aica(
+        dir,
+        &[
+            "backup",
+            "restore",
+            &name,
+            "--yes",
+            "--target",
+            "/proc/aica-restore.db",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(!text(&o).contains("corrupt"), "{}", text(&o));
+    assert_eq!(list(dir)[0].state, State::Verified);
+    // A full volume while verifying or restoring.
+    let o = aica_fsize_limited(dir, &["backup", "verify", &name], 256 * 1024);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("ERROR") && !text(&o).contains("CORRUPT"),
+        "{}",
+        text(&o)
+    );
+    let o = aica_fsize_limited(
+        dir,
+        &["backup", "restore", &name, "--yes", "--target", "copy.db"],
+        256 * 1024,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(list(dir)[0].state, State::Verified);
+    // So prune keeps it: it is still the only verified backup.
+    let o = aica(dir, &["backup", "prune"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(list(dir)[0].name, name);
+    assert!(!dir.join("copy.db").exists() && !dir.join("copy.db.restore-tmp").exists());
+}
+
+#[test]
+fn finding_8_targets_names_locks_mirrors_and_junk() {
+    let d = seeded();
+    let dir = d.path();
+    let name = create_verified(dir);
+    let archive = dir.join("backups").join(&name);
+    let archive_bytes = std::fs::read(&archive).unwrap();
+
+    // A target inside the backup store is refused; the archive stays as it was.
+    let t = format!("backups/{name}");
+    let o = aica(dir, &["backup", "restore", &name, "--yes", "--target", &t]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("inside the backup directory"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read(&archive).unwrap(), archive_bytes);
+
+    // A bare file name is under --dir, whatever the current directory.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let o = aica_in(
+        elsewhere.path(),
+        dir,
+        &["backup", "restore", &name, "--yes", "--target", "x.db"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(integrity(&dir.join("x.db")), "ok");
+    assert!(!elsewhere.path().join("x.db").exists());
+
+    // A sidecar that disagrees with the archive's own manifest fails verification.
+    let side = dir.join("backups").join(format!("{name}.json"));
+    let good_side = std::fs::read(&side).unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&good_side).unwrap();
+    v["manifest"]["tables"]["articles"] = serde_json::json!(1);
+    std::fs::write(&side, serde_json::to_vec(&v).unwrap()).unwrap();
+    let o = aica(dir, &["backup", "verify", &name]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("CORRUPT") && text(&o).contains("manifest"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(&side, &good_side).unwrap();
+
+    // A symlinked lock file is not followed.
+    let victim = dir.join("victim.txt");
+    std::fs::write(&victim, "precious").unwrap();
+    std::fs::remove_file(dir.join("backups/.lock")).unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join("backups/.lock")).unwrap();
+    let o = aica(dir, &["backup", "create"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("not a regular file"), "{}", text(&o));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    std::fs::remove_file(dir.join("backups/.lock")).unwrap();
+
+    // `serve` started during a restore names the restore.
+    let l = aica::config::load(&aica::config::LoadOptions {
+        dir: dir.to_path_buf(),
+        ..Default::default()
+    })
+    .unwrap();
+    {
+        let _restoring =
+            aica::run::pidfile::RunLock::acquire(&l.paths.run, "backup restore").unwrap();
+        let o = aica(dir, &["serve", "--port", "0", "--console-port", "0"]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(
+            text(&o).contains("backup restore") && !text(&o).contains("already running"),
+            "{}",
+            text(&o)
+        );
+    }
+
+    // A mirror that cannot be written does not fail a complete local backup.
+    std::fs::write(
+        dir.join("offsite"),
+        "a file where the mirror directory should be",
+    )
+    .unwrap();
+    let o = aica(
+        dir,
+        &["--set", "backup.mirror_dir=offsite", "backup", "create"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("mirror failed"), "{}", text(&o));
+    let newest = &list(dir)[0];
+    assert_eq!(newest.state, State::Unverified);
+
+    // Junk with the extension does not make verify --all fail forever.
+    std::fs::write(dir.join("backups/junk.aicabak"), "not a backup").unwrap();
+    let o = aica(dir, &["backup", "verify", "--all"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = aica(dir, &["backup", "list"]);
+    assert!(text(&o).contains("ignored") && text(&o).contains("junk.aicabak"));
+}
