@@ -1,6 +1,8 @@
 # The operations manual's own commands. `make help` lists them.
 CARGO ?= cargo
-AICA  := target/release/aica
+# Cargo's own idea of the target directory (CARGO_TARGET_DIR, .cargo/config.toml, or ./target).
+TARGET_DIR := $(or $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p'),target)
+AICA  := $(TARGET_DIR)/release/aica
 ARGS  ?=
 
 .PHONY: help build up down restart status serve logs doctor config backup list-backups verify-backups restore restore-from backup-drill prune-backups test lint fmt bench-http bench-backup

@@ -13,7 +13,7 @@ for tool in sqlite3 zstd; do
 done
 echo "== building (release)" >&2
 cargo build --release --locked -q
-AICA=$PWD/target/release/aica
+AICA=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/aica
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/aica-bench-backup.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 D=$WORK/aica

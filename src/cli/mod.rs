@@ -134,6 +134,21 @@ impl Global {
 /// Parse, run, and turn the result into an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // One-shot commands show warnings and errors on stderr (a restore moving a
+    // damaged database aside, debris being removed); `serve` sets up its own logs.
+    let one_shot = !matches!(cli.command, Command::Serve(_));
+    let _log = one_shot.then(crate::telemetry::logging::init_cli);
+    if one_shot {
+        // `aica backup list | head` ends quietly, as Unix tools do, instead of
+        // panicking on a closed pipe. (Sockets are unaffected: they use MSG_NOSIGNAL.)
+        // SAFETY: called before the runtime starts any thread.
+        let _ = unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -144,10 +159,6 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    // One-shot commands show warnings and errors on stderr (a restore moving a
-    // damaged database aside, debris being removed); `serve` sets up its own logs.
-    let _log =
-        (!matches!(cli.command, Command::Serve(_))).then(crate::telemetry::logging::init_cli);
     let result = runtime.block_on(run(cli));
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,6 +1,6 @@
 //! Merging the configuration layers and remembering where each value came from.
 
-use super::{InvalidSetting, Paths, Settings};
+use super::{Paths, Settings};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -10,7 +10,12 @@ use toml::{Table, Value};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     Default,
-    File(PathBuf),
+    /// A file, with the line and column (1-based) where the key is written.
+    File {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+    },
     DotEnv(String),
     Env(String),
     Flag,
@@ -20,7 +25,9 @@ impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Source::Default => write!(f, "default"),
-            Source::File(p) => write!(f, "{}", p.display()),
+            Source::File { path, line, column } => {
+                write!(f, "{}:{line}:{column}", path.display())
+            }
             Source::DotEnv(k) => write!(f, ".env.production ({k})"),
             Source::Env(k) => write!(f, "environment ({k})"),
             Source::Flag => write!(f, "command line"),
@@ -54,7 +61,8 @@ pub struct Loaded {
     pub secrets: Vec<String>,
 }
 
-/// A configuration that cannot be used; the message names the key and the fix.
+/// A configuration that cannot be used; the message names the key, where it
+/// was set (file, line and column; variable; flag) and what is allowed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -62,8 +70,13 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is not valid TOML: {message}")]
-    Parse { path: PathBuf, message: String },
+    #[error("{}:{line}:{column} is not valid TOML: {message}", path.display())]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("unknown setting {key:?} in {origin}; known settings: {known}")]
     Unknown {
         key: String,
@@ -76,8 +89,53 @@ pub enum ConfigError {
         origin: String,
         message: String,
     },
-    #[error("{0} ({1})")]
-    Invalid(InvalidSetting, String),
+    #[error("invalid setting {key} = {value} (set by {origin}): allowed is {allowed}")]
+    Invalid {
+        key: String,
+        value: String,
+        origin: Source,
+        allowed: String,
+    },
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, column)
+}
+
+/// Where each `section.key` of a TOML file is written (line, column).
+fn key_positions(text: &str) -> BTreeMap<String, (usize, usize)> {
+    let mut out = BTreeMap::new();
+    let Ok(table) = toml::de::DeTable::parse(text) else {
+        return out;
+    };
+    for (section, value) in table.get_ref() {
+        if let toml::de::DeValue::Table(inner) = value.get_ref() {
+            for (key, _) in inner {
+                let pos = line_col(text, key.span().start);
+                out.insert(format!("{}.{}", section.get_ref(), key.get_ref()), pos);
+            }
+        }
+    }
+    out
+}
+
+/// Words for a serde range error ("expected u16").
+fn allowed_for(message: &str) -> String {
+    for (ty, range) in [
+        ("u16", "a whole number from 0 to 65535"),
+        ("u32", "a whole number from 0 to 4294967295"),
+        ("u64", "a whole number from 0 to 18446744073709551615"),
+        ("i32", "a whole number from -2147483648 to 2147483647"),
+    ] {
+        if message.contains(&format!("expected {ty}")) {
+            return range.into();
+        }
+    }
+    message.to_string()
 }
 
 /// Environment variables that configure aica without being settings.
@@ -105,12 +163,16 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
             path: path.clone(),
             source,
         })?;
-        let table: Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::Parse {
+        let table: Table = text.parse().map_err(|e: toml::de::Error| {
+            let (line, column) = line_col(&text, e.span().map(|s| s.start).unwrap_or(0));
+            ConfigError::Parse {
                 path: path.clone(),
-                message: e.message().to_string(),
-            })?;
+                line,
+                column,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        let positions = key_positions(&text);
         for (section, value) in table {
             let Some(inner) = value.as_table() else {
                 return Err(ConfigError::Unknown {
@@ -121,7 +183,13 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
             };
             for (key, v) in inner {
                 let full = format!("{section}.{key}");
-                let origin = path.display().to_string();
+                let (line, column) = positions.get(&full).copied().unwrap_or((1, 1));
+                let source = Source::File {
+                    path: path.clone(),
+                    line,
+                    column,
+                };
+                let origin = source.to_string();
                 let Some(slot) = flat.get_mut(&full) else {
                     return Err(ConfigError::Unknown {
                         key: full,
@@ -136,7 +204,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
                         origin,
                     });
                 }
-                *slot = (v.clone(), Source::File(path.clone()));
+                *slot = (v.clone(), source);
             }
         }
     }
@@ -146,15 +214,21 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     let mut foreign = Vec::new();
     let dotenv = opts.dir.join(".env.production");
     if dotenv.exists() {
-        let iter = dotenvy::from_path_iter(&dotenv).map_err(|e| ConfigError::Parse {
-            path: dotenv.clone(),
-            message: e.to_string(),
-        })?;
-        for item in iter {
-            let (k, v) = item.map_err(|e| ConfigError::Parse {
+        let parse = |e: dotenvy::Error| {
+            let line = match &e {
+                dotenvy::Error::LineParse(_, idx) => *idx + 1,
+                _ => 1,
+            };
+            ConfigError::Parse {
                 path: dotenv.clone(),
+                line,
+                column: 1,
                 message: e.to_string(),
-            })?;
+            }
+        };
+        let iter = dotenvy::from_path_iter(&dotenv).map_err(parse)?;
+        for item in iter {
+            let (k, v) = item.map_err(parse)?;
             let key = if k == "DATABASE_URL" {
                 Some("database.url".to_string())
             } else {
@@ -196,6 +270,8 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
 
     let mut merged = Table::new();
     let mut sources = BTreeMap::new();
+    let values: BTreeMap<String, Value> =
+        flat.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect();
     for (full, (value, source)) in flat {
         let (section, key) = full.split_once('.').expect("flat keys have a dot");
         merged
@@ -206,19 +282,17 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
             .insert(key.to_string(), value);
         sources.insert(full, source);
     }
-    let settings: Settings = Value::Table(merged)
-        .try_into()
-        .map_err(|e: toml::de::Error| ConfigError::Type {
-            key: "settings".into(),
-            origin: "merged configuration".into(),
-            message: e.message().to_string(),
-        })?;
+    let settings: Settings = match Value::Table(merged).try_into() {
+        Ok(s) => s,
+        Err(e) => return Err(locate(&defaults, &values, &sources, e)),
+    };
     if let Err(e) = settings.validate() {
-        let origin = sources
-            .get(&e.key)
-            .map(|s| format!("set by {s}"))
-            .unwrap_or_default();
-        return Err(ConfigError::Invalid(e, origin));
+        return Err(ConfigError::Invalid {
+            origin: sources.get(&e.key).cloned().unwrap_or(Source::Default),
+            key: e.key,
+            value: e.value,
+            allowed: e.allowed,
+        });
     }
     if let Some(pw) = super::redact::url_password(&settings.database.url) {
         secrets.push(pw.to_string());
@@ -231,6 +305,38 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         foreign_dotenv_keys: foreign,
         secrets,
     })
+}
+
+/// The merged settings do not deserialise (a value out of its type's range):
+/// find the key by trying each value alone on top of the defaults.
+fn locate(
+    defaults: &Table,
+    values: &BTreeMap<String, Value>,
+    sources: &BTreeMap<String, Source>,
+    whole: toml::de::Error,
+) -> ConfigError {
+    for (full, value) in values {
+        let Some((section, key)) = full.split_once('.') else {
+            continue;
+        };
+        let mut t = defaults.clone();
+        if let Some(sec) = t.get_mut(section).and_then(Value::as_table_mut) {
+            sec.insert(key.to_string(), value.clone());
+        }
+        if let Err(e) = Value::Table(t).try_into::<Settings>() {
+            return ConfigError::Invalid {
+                key: full.clone(),
+                value: value.to_string(),
+                origin: sources.get(full).cloned().unwrap_or(Source::Default),
+                allowed: allowed_for(e.message()),
+            };
+        }
+    }
+    ConfigError::Type {
+        key: "settings".into(),
+        origin: "merged configuration".into(),
+        message: whole.message().to_string(),
+    }
 }
 
 /// `AICA_SERVER_BODY_LIMIT_BYTES` → `server.body_limit_bytes`.
@@ -350,7 +456,7 @@ mod tests {
         assert_eq!(l.settings.server.request_timeout_secs, 5);
         assert!(matches!(
             l.sources["server.request_timeout_secs"],
-            Source::File(_)
+            Source::File { line: 3, column: 1, .. }
         ));
         assert_eq!(l.sources["server.host"], Source::Default);
         assert_eq!(l.foreign_dotenv_keys, vec!["STRIPE_SECRET_KEY".to_string()]);
@@ -388,7 +494,29 @@ mod tests {
 
         std::fs::write(d.path().join("aica.toml"), "[server\n").unwrap();
         let e = load(&opts(d.path())).unwrap_err().to_string();
-        assert!(e.contains("aica.toml") && e.contains("TOML"), "{e}");
+        assert!(e.contains("aica.toml:1:") && e.contains("TOML"), "{e}");
+
+        // A value out of its type's range names the key, where it was set and the range.
+        let mut o = opts(d.path());
+        std::fs::remove_file(d.path().join("aica.toml")).unwrap();
+        o.overrides = vec!["server.port=70000".into()];
+        let e = load(&o).unwrap_err().to_string();
+        assert!(
+            e.contains("server.port = 70000")
+                && e.contains("command line")
+                && e.contains("0 to 65535"),
+            "{e}"
+        );
+        std::fs::write(
+            d.path().join("aica.toml"),
+            "# ports\n[server]\nhost = \"127.0.0.1\"\n  port = 70000\n",
+        )
+        .unwrap();
+        let e = load(&opts(d.path())).unwrap_err().to_string();
+        assert!(e.contains("aica.toml:4:3") && e.contains("65535"), "{e}");
+        std::fs::write(d.path().join("aica.toml"), "[server]\nrequest_timeout_secs = 0\n").unwrap();
+        let e = load(&opts(d.path())).unwrap_err().to_string();
+        assert!(e.contains("aica.toml:2:1") && e.contains("1 to 3600"), "{e}");
     }
 
     #[test]

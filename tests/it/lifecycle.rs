@@ -248,7 +248,10 @@ fn invalid_configuration_fails_at_start_naming_the_key() {
         .unwrap()
         .clone();
     assert_eq!(port["value"], "8100");
-    assert!(port["source"].as_str().unwrap().ends_with("aica.toml"));
+    assert!(
+        port["source"].as_str().unwrap().ends_with("aica.toml:2:1"),
+        "{port}"
+    );
 
     let o = aica(d.path(), &["config", "default"]);
     let parsed: toml::Table = toml::from_str(&String::from_utf8_lossy(&o.stdout)).unwrap();
@@ -443,4 +446,43 @@ fn logs_follow_prints_new_lines_as_they_come() {
     let _ = follow.wait();
     s.signal(Signal::SIGTERM);
     s.wait_exit(Duration::from_secs(30));
+}
+
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let d = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(crate::common::bin())
+        .arg("--dir")
+        .arg(d.path())
+        .args(["config", "default"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away, like `| head -0`
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        out.status.success() || out.status.signal() == Some(13),
+        "{:?}: {err}",
+        out.status
+    );
+}
+
+#[test]
+fn make_uses_cargos_target_directory() {
+    let t = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new("make")
+        .args(["-n", "up"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("CARGO_TARGET_DIR", t.path())
+        .output()
+        .expect("make is installed (.ci/run installs it)");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(&format!("{}/release/aica up", t.path().display())),
+        "{out}"
+    );
 }
