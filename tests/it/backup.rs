@@ -218,10 +218,10 @@ fn killed_backups_and_restores_never_damage_or_list_partial_files() {
         .execute("DELETE FROM articles WHERE id > 5000", [])
         .unwrap();
     for (i, delay_ms) in [0u64, 3, 10, 25, 50, 100, 200].into_iter().enumerate() {
-        let args: Vec<&str> = if i % 2 == 0 {
-            vec!["backup", "create"]
-        } else {
-            vec!["backup", "restore", &good, "--yes"]
+        let args: Vec<&str> = match i % 3 {
+            0 => vec!["backup", "create"],
+            1 => vec!["backup", "restore", &good, "--yes"],
+            _ => vec!["backup", "verify", &good],
         };
         let mut child = std::process::Command::new(crate::common::bin())
             .arg("--dir")
@@ -256,6 +256,18 @@ fn killed_backups_and_restores_never_damage_or_list_partial_files() {
                 .unwrap_or_else(|e| panic!("{}: {e}", b.name));
         }
     }
+    // The next operation removes whatever the killed ones left behind.
+    let o = aica(dir, &["backup", "prune", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let leftovers: Vec<String> = ["backups", "data", "run"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(dir.join(d)).unwrap().flatten())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| {
+            n.contains(".tmp") || n.starts_with(".verify-") || n == ".staging" || n.starts_with("drill-")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
 }
 
 #[test]

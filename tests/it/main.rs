@@ -7,4 +7,5 @@ mod backup_safety;
 mod bad_input;
 mod common;
 mod health_metrics;
+mod layers;
 mod lifecycle;
