@@ -26,6 +26,9 @@ pub struct DrillReport {
     pub backup_created_at: String,
     pub started_at: String,
     pub ok: bool,
+    /// The drill could not run for reasons that are not about the backup (a
+    /// full scratch volume, a server that could not start); nothing is recorded.
+    pub inconclusive: bool,
     /// Seconds from the start of the drill to a restored server answering ready.
     pub rto_seconds: f64,
     /// Age of the backup used, in seconds, at the start of the drill.
@@ -156,7 +159,13 @@ fn markdown(r: &DrillReport) -> String {
     let mut s = format!(
         "# Backup drill {}\n\nResult: **{}**\n\n| | |\n|---|---|\n| backup | {} (taken {}) |\n| RTO (start → restored server ready) | {:.2} s |\n| RPO (age of the backup) | {} |\n| verify + extract | {:.2} s |\n\n## Smoke requests\n\n| request | status | ok | detail |\n|---|---|---|---|\n",
         r.started_at,
-        if r.ok { "PASS" } else { "FAIL" },
+        if r.ok {
+            "PASS"
+        } else if r.inconclusive {
+            "INCONCLUSIVE (the environment failed, not the backup)"
+        } else {
+            "FAIL"
+        },
         r.backup,
         r.backup_created_at,
         r.rto_seconds,
@@ -193,6 +202,7 @@ pub async fn drill(l: &Loaded, name: Option<&str>, exe: &Path) -> Result<DrillRe
         backup_created_at: b.created_at.clone(),
         started_at: crate::util::fmt_time(now),
         ok: false,
+        inconclusive: false,
         rto_seconds: 0.0,
         rpo_seconds: now.unix_timestamp() - b.created_unix,
         verify_seconds: 0.0,
@@ -234,6 +244,8 @@ pub async fn drill(l: &Loaded, name: Option<&str>, exe: &Path) -> Result<DrillRe
     report.ok = outcome.is_ok() && !report.smoke.is_empty() && report.smoke.iter().all(|s| s.ok);
     if let Err(e) = &outcome {
         report.error = Some(e.to_string());
+        // Only evidence about the backup, or a server that answered wrongly, fails it.
+        report.inconclusive = !e.is_evidence() && report.smoke.is_empty();
     }
     std::fs::create_dir_all(&l.paths.reports)
         .map_err(io(format!("create {}", l.paths.reports.display())))?;
@@ -242,7 +254,7 @@ pub async fn drill(l: &Loaded, name: Option<&str>, exe: &Path) -> Result<DrillRe
     crate::util::write_atomic(&report.report_json, &json).map_err(io("write drill report"))?;
     crate::util::write_atomic(&report.report_markdown, markdown(&report).as_bytes())
         .map_err(io("write drill report"))?;
-    if let Some(mut s) = super::read_sidecar(&b.path) {
+    if let Some(mut s) = super::read_sidecar(&b.path).filter(|_| !report.inconclusive) {
         let observed = format!(
             "RTO {:.2} s, RPO {} s",
             report.rto_seconds, report.rpo_seconds

@@ -43,13 +43,37 @@ fn is_temp_name(name: &str) -> bool {
     name.starts_with('.') && (name.contains(".tmp") || name.starts_with(".verify-"))
 }
 
+/// The names a restore stages under: `<target>.restore-tmp-<pid>` and
+/// `.restore-files.tmp-<pid>`. Only paths named so are ever removed from the
+/// staging list: the list is a file anyone could edit, so it is not trusted.
+pub(crate) const STAGED_DB: &str = ".restore-tmp-";
+pub(crate) const STAGED_FILES: &str = ".restore-files.tmp-";
+
+fn is_staged_name(p: &Path) -> bool {
+    let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    let pid_suffix = |rest: &str| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit());
+    p.is_absolute()
+        && (name
+            .rsplit_once(STAGED_DB)
+            .is_some_and(|(db, rest)| !db.is_empty() && pid_suffix(rest))
+            || name.strip_prefix(STAGED_FILES).is_some_and(pid_suffix))
+}
+
 /// Paths a restore registered before creating them beside its target.
 fn staged(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_to_string(dir.join(STAGING))
         .unwrap_or_default()
         .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(PathBuf::from)
+        .map(|l| PathBuf::from(l.trim()))
+        .filter(|p| {
+            let ok = is_staged_name(p);
+            if !ok && !p.as_os_str().is_empty() {
+                tracing::warn!(path = %p.display(), "ignoring a path in backups/.staging that aica does not stage");
+            }
+            ok
+        })
         .collect()
 }
 
@@ -92,8 +116,17 @@ pub fn debris(l: &Loaded) -> Vec<Debris> {
         }
     }
     for p in staged(dir) {
-        for q in with_sqlite_siblings(&p) {
-            push(q);
+        if p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(STAGED_FILES))
+        {
+            push(p);
+        } else {
+            for q in with_sqlite_siblings(&p) {
+                // A staged database copy is a file; never remove a directory in its place.
+                if std::fs::symlink_metadata(&q).is_ok_and(|m| m.is_file()) {
+                    push(q);
+                }
+            }
         }
     }
     for e in std::fs::read_dir(&l.paths.run)
@@ -111,6 +144,14 @@ pub fn debris(l: &Loaded) -> Vec<Debris> {
 impl BackupLock {
     /// Take the lock for `what`, clean up after dead holders and rebuild missing sidecars.
     pub fn acquire(l: &Loaded, what: &str) -> Result<BackupLock> {
+        let lock = Self::acquire_for_preview(l, what)?;
+        lock.sweep(l);
+        Ok(lock)
+    }
+
+    /// Take the lock for a dry run: sidecars are rebuilt (that derives
+    /// metadata) but nothing is removed.
+    pub fn acquire_for_preview(l: &Loaded, what: &str) -> Result<BackupLock> {
         let dir = l.paths.backups.clone();
         std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
         let held = HeldLock::acquire(&dir.join(".lock"), what).map_err(|e| match e {
@@ -118,7 +159,6 @@ impl BackupLock {
             e => BackupError::Refused(e.to_string()),
         })?;
         let lock = BackupLock { _held: held, dir };
-        lock.sweep(l);
         lock.rebuild_sidecars();
         Ok(lock)
     }
@@ -201,5 +241,32 @@ pub(crate) fn remove_with_siblings(path: &Path) {
         } else {
             std::fs::remove_file(&p)
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_staged_names_are_trusted() {
+        for ok in [
+            "/srv/aica/data/aica_sys.db.restore-tmp-123",
+            "/x/.restore-files.tmp-9",
+        ] {
+            assert!(is_staged_name(Path::new(ok)), "{ok}");
+        }
+        for bad in [
+            "/srv/aica/data/aica_sys.db",
+            "/srv/aica/data/aica_sys.db-wal",
+            "/etc/passwd",
+            "relative.restore-tmp-1",
+            "/x/.restore-tmp-1",
+            "/x/a.restore-tmp-",
+            "/x/a.restore-tmp-1/../../etc",
+            "/x/.restore-files.tmp-",
+        ] {
+            assert!(!is_staged_name(Path::new(bad)), "{bad}");
+        }
     }
 }

@@ -50,6 +50,14 @@ pub enum BackupError {
     #[error("backup {name} is corrupt: {detail}")]
     Corrupt { name: String, detail: String },
     #[error(
+        "the sidecar of {name} disagrees with its archive ({detail}); the archive itself passes its own manifest, checksums and integrity check, so the sidecar is what is damaged.\nTry: rm {sidecar} && aica backup verify {name}   (the sidecar is rebuilt from the archive)"
+    )]
+    SidecarMismatch {
+        name: String,
+        detail: String,
+        sidecar: String,
+    },
+    #[error(
         "backup {name} was written by a newer aica (format {format}, schema {schema}); this aica reads format {FORMAT_VERSION} and schema {supported}: upgrade aica to use it"
     )]
     TooNew {
@@ -319,7 +327,14 @@ pub struct BackupInfo {
     order: (String, u32),
 }
 
+/// Backups dated more than this far ahead of the clock are not trusted as newest.
+pub const FUTURE_SLACK_SECS: i64 = 300;
+
 impl BackupInfo {
+    /// Dated in the future (a wrong clock when it was taken, or a foreign archive)?
+    pub fn from_the_future(&self, now_unix: i64) -> bool {
+        self.created_unix > now_unix + FUTURE_SLACK_SECS
+    }
     pub fn verified(&self) -> bool {
         self.state == State::Verified
     }
@@ -464,10 +479,19 @@ pub fn find(dir: &Path, name: Option<&str>) -> Result<BackupInfo> {
                 .find(|b| b.name == file)
                 .ok_or_else(|| BackupError::NotFound(n.to_string()))
         }
-        None => all
-            .into_iter()
-            .find(|b| b.kind != Kind::Safety && b.usable())
-            .ok_or_else(|| BackupError::NoBackups(dir.to_path_buf())),
+        None => {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            for b in all.iter().filter(|b| b.from_the_future(now)) {
+                tracing::warn!(
+                    backup = b.name,
+                    created_at = b.created_at,
+                    "backup is dated in the future (a wrong clock?); not taken as the newest: name it explicitly to use it"
+                );
+            }
+            all.into_iter()
+                .find(|b| b.kind != Kind::Safety && b.usable() && !b.from_the_future(now))
+                .ok_or_else(|| BackupError::NoBackups(dir.to_path_buf()))
+        }
     }
 }
 

@@ -29,6 +29,8 @@ pub struct RestoreReport {
     pub config: Option<String>,
     /// A warning that did not stop the restore (a failed mirror copy of the safety snapshot).
     pub warning: Option<String>,
+    /// The database is in place but the files beside it could not be restored.
+    pub files_error: Option<String>,
 }
 
 fn refused(msg: impl Into<String>) -> BackupError {
@@ -67,6 +69,40 @@ fn real_path(p: &Path) -> Result<PathBuf> {
             Err(e) => return Err(io(format!("resolve {}", p.display()))(e)),
         }
     }
+}
+
+/// Does the file start with the SQLite header?
+fn is_sqlite(p: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    std::fs::File::open(p)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|_| &head == b"SQLite format 3\0")
+}
+
+/// Another process with `file` open (any mode), found through `/proc/*/fd`.
+fn open_by(file: &Path) -> Option<u32> {
+    let m = std::fs::metadata(file).ok()?;
+    let me = std::process::id();
+    for p in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        for fd in std::fs::read_dir(p.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if std::fs::metadata(fd.path()).is_ok_and(|f| f.dev() == m.dev() && f.ino() == m.ino())
+            {
+                return Some(pid);
+            }
+        }
+    }
+    None
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -109,6 +145,22 @@ impl Target {
             Some(g) => l.paths.base.join(g),
             None => l.paths.db.clone(),
         };
+        let what = if given.is_some() {
+            format!("--target {}", raw.display())
+        } else {
+            format!("the database path {} (database.url)", raw.display())
+        };
+        if let Ok(m) = std::fs::symlink_metadata(&raw)
+            && m.file_type().is_symlink()
+            && std::fs::metadata(&raw).is_err()
+        {
+            return Err(refused(format!(
+                "{what} is a symlink to something that does not exist ({}); nothing was changed. Fix or remove the link, or give another path",
+                std::fs::read_link(&raw)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_default()
+            )));
+        }
         let path = real_path(&raw)?;
         let name = path
             .file_name()
@@ -124,17 +176,32 @@ impl Target {
             )));
         }
         let meta = std::fs::metadata(&path).ok();
+        let example = l.paths.base.join("restored.db");
         if let Some(m) = &meta
             && !m.file_type().is_file()
         {
             return Err(refused(format!(
-                "--target {} is {}, not a database file; nothing was changed. Give a file path, e.g. {}",
-                raw.display(),
+                "{what} is {}, not a database file; nothing was changed. Give a file path, e.g. {}",
                 kind_of(m),
-                path.join("restored.db").display()
+                example.display()
             )));
         }
+        let own = [
+            l.paths.base.join("aica.toml"),
+            l.paths.base.join(".env.production"),
+        ];
+        for f in own {
+            if path == real_path(&f)? {
+                return Err(refused(format!(
+                    "{what} is aica's own {}; a restore never writes there",
+                    f.display()
+                )));
+            }
+        }
         for (dir, what) in [
+            (Some(l.paths.run.clone()), "the run directory"),
+            (Some(l.paths.logs.clone()), "the log directory"),
+            (Some(l.paths.reports.clone()), "the report directory"),
             (Some(l.paths.backups.clone()), "the backup directory"),
             (
                 super::dest::mirror_dir(&l.settings, &l.paths.base),
@@ -145,11 +212,20 @@ impl Target {
                 && path.starts_with(real_path(&dir)?)
             {
                 return Err(refused(format!(
-                    "--target {} is inside {what} ({}); a restore never writes there. Choose a path outside it",
+                    "{} is inside {what} ({}); a restore never writes there. Choose a path outside it",
                     raw.display(),
                     dir.display()
                 )));
             }
+        }
+        if let Some(m) = &meta
+            && m.len() > 0
+            && !is_sqlite(&path)
+        {
+            return Err(refused(format!(
+                "{what} exists and is not a SQLite database; a restore only replaces databases. Nothing was changed. Give a new file path, e.g. {}",
+                example.display()
+            )));
         }
         let db = real_path(&l.paths.db)?;
         let live = path == db || same_file(&path, &db);
@@ -183,15 +259,29 @@ impl Target {
         } else {
             None
         };
-        if let Some(pid) = sqlite_user(&self.path) {
+        // Restores into one directory, from any deployment, one at a time.
+        let dir = self.path.parent().unwrap_or(Path::new("/"));
+        std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+        let dir_file = std::fs::File::open(dir).map_err(io(format!("open {}", dir.display())))?;
+        let dir_lock =
+            nix::fcntl::Flock::lock(dir_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+                .map_err(|_| {
+                    refused(format!(
+                        "another restore is writing into {} right now; wait for it to finish",
+                        dir.display()
+                    ))
+                })?;
+        let sqlite_pid = sqlite_user(&self.path).map(|p| p as u32);
+        if let Some(pid) = sqlite_pid.or_else(|| open_by(&self.path)) {
             return Err(refused(format!(
-                "{} is open by process {pid} (it holds a SQLite lock on it); stop that process before restoring over it",
+                "{} is open by process {pid}; stop that process before restoring over it. Nothing was changed",
                 self.path.display()
             )));
         }
         Ok(Exclusive {
             target: self,
             _run: run,
+            _dir: dir_lock,
         })
     }
 }
@@ -200,6 +290,7 @@ impl Target {
 pub struct Exclusive<'a> {
     target: &'a Target,
     _run: Option<RunLock>,
+    _dir: nix::fcntl::Flock<std::fs::File>,
 }
 
 /// The pid of another process holding a SQLite lock on `db`: a reader or
@@ -270,6 +361,7 @@ pub fn preview(lock: &BackupLock, b: &BackupInfo, target: &Target) -> Result<Res
         uploads: None,
         config: None,
         warning: None,
+        files_error: None,
     })
 }
 
@@ -285,8 +377,13 @@ pub fn restore(
     let path = &target.path;
     let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
     std::fs::create_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
-    let staged = sibling(path, ".restore-tmp");
-    let extra = target.live.then(|| l.paths.data.join(".restore-files.tmp"));
+    let pid = std::process::id();
+    let staged = sibling(path, &format!("{}{pid}", super::lock::STAGED_DB));
+    let extra = target.live.then(|| {
+        l.paths
+            .data
+            .join(format!("{}{pid}", super::lock::STAGED_FILES))
+    });
     for p in std::iter::once(&staged).chain(&extra) {
         lock.stage(p)?;
         super::lock::remove_with_siblings(p);
@@ -325,6 +422,7 @@ fn swap(
         uploads: None,
         config: None,
         warning: None,
+        files_error: None,
     };
     if target.exists && path.exists() {
         if readable(path)? {
@@ -387,8 +485,12 @@ fn swap(
         path.display()
     )))?;
     fsync_dir(path)?;
-    if let Some(extra) = extra {
-        restore_files(l, extra, with_config, &mut report)?;
+    if let Some(extra) = extra
+        && let Err(e) = restore_files(l, extra, with_config, &mut report)
+    {
+        report.files_error = Some(format!(
+            "the database was restored, but the uploads and configuration were not: {e}"
+        ));
     }
     tracing::info!(backup = b.name, target = %path.display(), "restored");
     Ok(report)
@@ -411,10 +513,24 @@ fn restore_files(
 ) -> Result<()> {
     let uploads = l.paths.data.join("uploads");
     let new = extra.join("uploads");
-    let replaced = l.paths.data.join(format!(
-        "uploads.replaced-{}",
-        time::OffsetDateTime::now_utc().unix_timestamp()
-    ));
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let replaced = l.paths.data.join(format!("uploads.replaced-{now}"));
+    std::fs::create_dir_all(&l.paths.data)
+        .map_err(io(format!("create {}", l.paths.data.display())))?;
+    if std::fs::symlink_metadata(&uploads).is_ok_and(|m| m.file_type().is_symlink()) {
+        // Another volume: never replace the link with a directory.
+        let kept = l.paths.data.join(format!("uploads.restored-{now}"));
+        if new.exists() {
+            std::fs::rename(&new, &kept).map_err(io(format!("keep {}", kept.display())))?;
+        }
+        report.uploads = Some(walk_count(&kept));
+        report.warning = Some(format!(
+            "{} is a symlink; the backup's uploads were put in {} instead: move them into place by hand",
+            uploads.display(),
+            kept.display()
+        ));
+        return restore_config(l, extra, with_config, report);
+    }
     if uploads.exists() {
         std::fs::rename(&uploads, &replaced)
             .map_err(io(format!("move {} aside", uploads.display())))?;
@@ -430,6 +546,15 @@ fn restore_files(
         let _ = std::fs::remove_dir_all(&replaced);
     }
     report.uploads = Some(count);
+    restore_config(l, extra, with_config, report)
+}
+
+fn restore_config(
+    l: &Loaded,
+    extra: &Path,
+    with_config: bool,
+    report: &mut RestoreReport,
+) -> Result<()> {
     let toml = extra.join("config/aica.toml");
     let live_toml = l.paths.base.join("aica.toml");
     report.config = Some(if !toml.exists() {

@@ -23,7 +23,9 @@ pub fn plan(all: &[BackupInfo], s: &BackupSettings, now_unix: i64) -> Vec<Decisi
     let mut reasons: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let regular: Vec<&BackupInfo> = all
         .iter()
-        .filter(|b| b.kind != Kind::Safety && b.state != State::NoSidecar)
+        .filter(|b| {
+            b.kind != Kind::Safety && b.state != State::NoSidecar && !b.from_the_future(now_unix)
+        })
         .collect();
     if let Some(b) = regular.iter().find(|b| b.verified()) {
         reasons
@@ -58,7 +60,12 @@ pub fn plan(all: &[BackupInfo], s: &BackupSettings, now_unix: i64) -> Vec<Decisi
     let safety_limit = now_unix - s.safety_keep_days as i64 * 86_400;
     all.iter()
         .map(|b| {
-            let (keep, reason) = if b.state == State::NoSidecar {
+            let (keep, reason) = if b.from_the_future(now_unix) {
+                (
+                    true,
+                    format!("dated in the future ({}): check the clock; kept, but it fills no retention slot", b.created_at),
+                )
+            } else if b.state == State::NoSidecar {
                 (
                     true,
                     "no sidecar and no readable manifest: not a usable backup; move it out of the backup directory".to_string(),
@@ -185,6 +192,27 @@ mod tests {
         assert!(!get("safety-old").keep);
         // 7 daily (some also weekly/monthly) + a few weekly/monthly + newest verified + 1 safety.
         assert!(kept.len() >= 9 && kept.len() <= 16, "{}", kept.len());
+    }
+
+    #[test]
+    fn a_backup_from_the_future_fills_no_slot_and_is_kept() {
+        let now = 1_800_000_000;
+        let all = vec![
+            b("future", now + 86_400 * 365, "manual", Some(true)),
+            b("today", now - 60, "manual", Some(true)),
+            b("yesterday", now - 86_400, "manual", None),
+        ];
+        let s = BackupSettings {
+            keep_daily: 1,
+            keep_weekly: 1,
+            keep_monthly: 1,
+            ..Default::default()
+        };
+        let plan = plan(&all, &s, now);
+        let get = |n: &str| plan.iter().find(|d| d.name == n).unwrap();
+        assert!(get("future").keep && get("future").reason.contains("future"));
+        assert!(get("today").keep, "{:?}", get("today"));
+        assert!(get("today").reason.contains("newest verified"));
     }
 
     #[test]

@@ -233,7 +233,18 @@ pub fn create_locked(
     }
     let mut mirror_error = None;
     if let Some(mirror) = super::dest::mirror(&l.settings, &l.paths.base) {
-        let check = match mirror.put(&final_path) {
+        let same = super::dest::mirror_dir(&l.settings, &l.paths.base)
+            .and_then(|m| m.canonicalize().ok())
+            .is_some_and(|m| dir.canonicalize().is_ok_and(|d| d == m));
+        let put = if same {
+            Err(BackupError::Refused(format!(
+                "backup.mirror_dir ({}) is the backup directory itself: there is no second copy",
+                mirror.describe()
+            )))
+        } else {
+            mirror.put(&final_path)
+        };
+        let check = match put {
             Ok(()) => {
                 crate::check::Check::pass("mirror", format!("copied to {}", mirror.describe()))
             }

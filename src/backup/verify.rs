@@ -148,6 +148,14 @@ fn extractable(path: &str) -> Option<&Path> {
     (plain && (path == "config/aica.toml" || path.starts_with("uploads/"))).then_some(p)
 }
 
+/// Paths aica writes into an archive: the database, the configuration, uploads.
+fn allowed_member(path: &str) -> bool {
+    path == DB_MEMBER
+        || path == "config/aica.toml"
+        || path == "config/env.production.keys"
+        || (path.starts_with("uploads/") && extractable(path).is_some())
+}
+
 fn too_new(name: &str, m: &Manifest) -> Option<BackupError> {
     (m.format_version > FORMAT_VERSION || m.schema_version > crate::store::SCHEMA_VERSION).then(
         || BackupError::TooNew {
@@ -252,6 +260,37 @@ fn pass(
     })
 }
 
+/// The bytes of one member of the archive at `path` (at most 1 MiB), if present.
+/// Reads until the member is found; used to peek at a backup's configuration.
+pub fn read_member(path: &Path, member: &str) -> Result<Option<Vec<u8>>> {
+    let name = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(io(format!("open {name}")))?;
+    let dec =
+        zstd::Decoder::new(file).map_err(|e| corrupt(&name, format!("not a zstd archive: {e}")))?;
+    let mut archive = tar::Archive::new(dec);
+    let entries = archive
+        .entries()
+        .map_err(|e| corrupt(&name, format!("not a tar archive: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| corrupt(&name, format!("unreadable entry: {e}")))?;
+        let this = entry
+            .path()
+            .map(|p| p.to_string_lossy() == member)
+            .unwrap_or(false);
+        if this {
+            let mut bytes = Vec::new();
+            (&mut entry)
+                .take(1 << 20)
+                .read_to_end(&mut bytes)
+                .map_err(|e| corrupt(&name, format!("{member}: {e}")))?;
+            return Ok(Some(bytes));
+        }
+        std::io::copy(&mut entry, &mut std::io::sink())
+            .map_err(|e| corrupt(&name, format!("unreadable entry: {e}")))?;
+    }
+    Ok(None)
+}
+
 /// A sidecar rebuilt from the archive alone (state: unverified).
 pub fn read_archive(path: &Path) -> Result<Sidecar> {
     let name = path
@@ -288,26 +327,19 @@ pub fn check(
         return Err(e);
     }
     let p = pass(name, &b.path, Some(db_out), extra_out, cancel)?;
-    if p.archive_blake3 != sidecar.archive_blake3 {
-        return Err(corrupt(
-            name,
-            format!(
-                "archive checksum {} differs from the recorded {}",
-                p.archive_blake3, sidecar.archive_blake3
-            ),
-        ));
-    }
+    // First the archive against its own manifest (evidence about the archive),
+    // then the sidecar against the archive (evidence about the sidecar).
     let manifest = p.manifest;
     if let Some(e) = too_new(name, &manifest) {
         return Err(e);
     }
-    if manifest != sidecar.manifest {
-        return Err(corrupt(
-            name,
-            "the sidecar's copy of the manifest differs from the manifest inside the archive",
-        ));
-    }
     for m in &manifest.members {
+        if !allowed_member(&m.path) {
+            return Err(corrupt(
+                name,
+                format!("member path {:?} is not one aica writes", m.path),
+            ));
+        }
         match p.hashes.get(&m.path) {
             None => return Err(corrupt(name, format!("member {} is missing", m.path))),
             Some((size, hash)) if *size != m.size || *hash != m.blake3 => {
@@ -359,6 +391,26 @@ pub fn check(
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         .map_err(|e| db_error(name, e))?;
     drop(conn);
+    let mismatch = if p.archive_blake3 != sidecar.archive_blake3 {
+        Some(format!(
+            "archive checksum {} differs from the recorded {}",
+            p.archive_blake3, sidecar.archive_blake3
+        ))
+    } else if manifest != sidecar.manifest {
+        Some(
+            "the sidecar's copy of the manifest differs from the manifest inside the archive"
+                .into(),
+        )
+    } else {
+        None
+    };
+    if let Some(detail) = mismatch {
+        return Err(BackupError::SidecarMismatch {
+            name: name.into(),
+            detail,
+            sidecar: super::sidecar_path(&b.path).display().to_string(),
+        });
+    }
     Ok(Verified {
         manifest,
         db: db_out.to_path_buf(),

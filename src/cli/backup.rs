@@ -55,6 +55,8 @@ pub enum BackupCmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Remove what interrupted backup operations left behind (every backup command but dry runs does this first).
+    Tidy,
     /// Restore the newest backup into scratch, serve it, smoke-test it; report RTO and RPO.
     Drill {
         name: Option<String>,
@@ -108,7 +110,18 @@ fn print_list(list: &[BackupInfo]) {
             ratio,
             b.state.as_str().into(),
             drill.into(),
-            b.note.clone().unwrap_or_default(),
+            b.note
+                .as_deref()
+                .unwrap_or_default()
+                .chars()
+                .flat_map(|c| {
+                    if c.is_control() {
+                        c.escape_default().collect::<Vec<_>>()
+                    } else {
+                        vec![c]
+                    }
+                })
+                .collect::<String>(),
         ]);
     }
     println!("{t}");
@@ -135,6 +148,14 @@ fn lock(l: &Loaded, what: &str) -> anyhow::Result<BackupLock> {
 }
 
 fn create(l: &Loaded, note: Option<String>, verify: bool) -> anyhow::Result<u8> {
+    if let Some(n) = &note
+        && (n.chars().count() > 500 || n.chars().any(char::is_control))
+    {
+        return Err(usage(
+            "--note must be at most 500 characters on one line, without control characters",
+            "aica backup create --note \"before the 1.4 deploy\"",
+        ));
+    }
     let lock = lock(l, "create")?;
     let opts = backup::snapshot::CreateOptions {
         kind: Kind::Manual,
@@ -152,7 +173,7 @@ fn create(l: &Loaded, note: Option<String>, verify: bool) -> anyhow::Result<u8> 
     );
     if let Some(e) = c.mirror_error {
         eprintln!(
-            "warning: the local backup is complete, but its copy to the mirror failed: {e}\nTry: free space on the mirror volume, then 'aica backup create' again"
+            "warning: the local backup is complete, but its copy to the mirror failed: {e}\nTry: check that backup.mirror_dir is a writable directory on another volume (mounted, with free space), then 'aica backup create' again"
         );
     }
     if verify {
@@ -186,6 +207,10 @@ fn verify(l: &Loaded, name: Option<String>, all: bool) -> anyhow::Result<u8> {
                 bad += 1;
                 println!("CORRUPT  {}: {e}", b.name);
             }
+            Err(e @ BackupError::SidecarMismatch { .. }) => {
+                bad += 1;
+                println!("MISMATCH {}: {e}", b.name);
+            }
             Err(e) => {
                 bad += 1;
                 println!(
@@ -206,15 +231,88 @@ struct RestoreArgs {
     with_config: bool,
 }
 
-fn restore(l: &Loaded, a: RestoreArgs) -> anyhow::Result<u8> {
+/// The settings a restore of the live database must use: when the backup's
+/// `aica.toml` is going to be installed (there is none, or --with-config), its
+/// paths decide where the database and uploads go, so the restored data is
+/// where the restored configuration looks for it.
+fn settings_for_restore(
+    g: &Global,
+    l: &Loaded,
+    b: &BackupInfo,
+    a: &RestoreArgs,
+) -> anyhow::Result<Loaded> {
+    let installs = a.target.is_none()
+        && (a.with_config || !l.paths.base.join("aica.toml").exists())
+        && backup::read_sidecar(&b.path).is_some_and(|s| {
+            s.manifest
+                .members
+                .iter()
+                .any(|m| m.path == "config/aica.toml")
+        });
+    if !installs {
+        return Ok(l.clone());
+    }
+    let Some(bytes) = backup::verify::read_member(&b.path, "config/aica.toml").map_err(fail)?
+    else {
+        return Ok(l.clone());
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp-restore-config-")
+        .tempfile_in(&l.paths.backups)?;
+    std::fs::write(tmp.path(), &bytes)?;
+    let l2 = g
+        .load_from(Some(tmp.path().to_path_buf()), &[])
+        .map_err(|e| {
+            usage(
+                format!(
+                    "the aica.toml inside {} cannot be used by this aica: {e:#}",
+                    b.name
+                ),
+                format!(
+                    "write an aica.toml first, then aica backup restore {} --yes",
+                    b.name.trim_end_matches(".aicabak")
+                ),
+            )
+        })?;
+    if l2.paths.db != l.paths.db || l2.paths.data != l.paths.data {
+        println!(
+            "the backup's aica.toml puts the database at {} and uploads under {}; restoring there",
+            l2.paths.db.display(),
+            l2.paths.data.display()
+        );
+    }
+    if l2.paths.run != l.paths.run
+        && let crate::run::pidfile::RunState::Running { info, holder } =
+            crate::run::pidfile::state(&l.paths.run)
+    {
+        return Err(Failed(
+            1,
+            format!(
+                "{} is running from {} ({holder}); stop it first.\nTry: aica down",
+                info.map(|i| format!("aica (pid {})", i.pid))
+                    .unwrap_or_else(|| "something".into()),
+                l.paths.run.display()
+            ),
+        )
+        .into());
+    }
+    Ok(l2)
+}
+
+fn restore(g: &Global, l: &Loaded, a: RestoreArgs) -> anyhow::Result<u8> {
+    let lock = if a.dry_run {
+        BackupLock::acquire_for_preview(l, "restore --dry-run").map_err(fail)?
+    } else {
+        lock(l, "restore")?
+    };
+    let b = backup::find(lock.dir(), a.name.as_deref()).map_err(fail)?;
+    let l = &settings_for_restore(g, l, &b, &a)?;
     let target = Target::resolve(l, a.target.as_deref()).map_err(|e| {
         usage(
             e.to_string(),
             "aica backup restore NAME --target /path/to/new-file.db   (or no --target for the live database)",
         )
     })?;
-    let lock = lock(l, "restore")?;
-    let b = backup::find(lock.dir(), a.name.as_deref()).map_err(fail)?;
     if a.dry_run {
         let r = backup::restore::preview(&lock, &b, &target).map_err(fail)?;
         println!(
@@ -229,6 +327,14 @@ fn restore(l: &Loaded, a: RestoreArgs) -> anyhow::Result<u8> {
         );
         for (t, n) in &r.tables {
             println!("  {t:<14} {n} rows");
+        }
+        if target.is_live()
+            && let crate::run::pidfile::RunState::Running { holder, .. } =
+                crate::run::pidfile::state(&l.paths.run)
+        {
+            println!(
+                "note: the run lock is held by {holder}; the restore itself will refuse until it stops (aica down)"
+            );
         }
         return Ok(0);
     }
@@ -280,11 +386,25 @@ fn restore(l: &Loaded, a: RestoreArgs) -> anyhow::Result<u8> {
     for (t, n) in &r.tables {
         println!("  {t:<14} {n} rows");
     }
+    if let Some(e) = &r.files_error {
+        return Err(Failed(
+            1,
+            format!(
+                "error: {e}\nTry: aica doctor, then aica backup restore {} --yes again",
+                r.backup.trim_end_matches(".aicabak")
+            ),
+        )
+        .into());
+    }
     Ok(0)
 }
 
 fn prune(l: &Loaded, dry_run: bool) -> anyhow::Result<u8> {
-    let lock = lock(l, "prune")?;
+    let lock = if dry_run {
+        BackupLock::acquire_for_preview(l, "prune --dry-run").map_err(fail)?
+    } else {
+        lock(l, "prune")?
+    };
     let out = backup::retention::prune(&lock, l, dry_run).map_err(fail)?;
     let deleted = out.iter().filter(|d| !d.keep).count();
     for d in &out {
@@ -353,9 +473,28 @@ pub async fn run(g: &Global, cmd: BackupCmd) -> anyhow::Result<u8> {
                 target,
                 with_config,
             };
-            blocking(move || restore(&l, a)).await
+            let g = g.clone();
+            blocking(move || restore(&g, &l, a)).await
         }
         BackupCmd::Prune { dry_run } => blocking(move || prune(&l, dry_run)).await,
+        BackupCmd::Tidy => {
+            blocking(move || {
+                let before = backup::debris(&l);
+                let lock = lock(&l, "tidy")?;
+                let left = backup::debris(&l);
+                drop(lock);
+                let freed: u64 = before.iter().map(|d| d.bytes).sum::<u64>()
+                    - left.iter().map(|d| d.bytes).sum::<u64>();
+                println!(
+                    "removed {} leftovers of interrupted operations ({}); {} could not be removed",
+                    before.len() - left.len().min(before.len()),
+                    mib(freed),
+                    left.len()
+                );
+                Ok(if left.is_empty() { 0 } else { 1 })
+            })
+            .await
+        }
         BackupCmd::Drill { name, json } => {
             let exe = std::env::current_exe()?;
             let r = backup::drill::drill(&l, name.as_deref(), &exe)
@@ -366,13 +505,23 @@ pub async fn run(g: &Global, cmd: BackupCmd) -> anyhow::Result<u8> {
             } else {
                 println!(
                     "drill {}: backup {}",
-                    if r.ok { "PASSED" } else { "FAILED" },
+                    if r.ok {
+                        "PASSED"
+                    } else if r.inconclusive {
+                        "INCONCLUSIVE (the environment failed, not the backup; its state is unchanged)"
+                    } else {
+                        "FAILED"
+                    },
                     r.backup
                 );
-                println!(
-                    "  RTO {:.2} s (start to a restored server answering ready)",
-                    r.rto_seconds
-                );
+                if r.rto_seconds > 0.0 {
+                    println!(
+                        "  RTO {:.2} s (start to a restored server answering ready)",
+                        r.rto_seconds
+                    );
+                } else {
+                    println!("  RTO not measured: the restored server never answered ready");
+                }
                 println!(
                     "  RPO {} (age of the backup)",
                     crate::util::human_secs(r.rpo_seconds.max(0) as u64)

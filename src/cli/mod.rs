@@ -111,12 +111,17 @@ impl Global {
 
     /// Load the layered configuration, with `extra` overrides from command flags.
     pub fn load(&self, extra: &[String]) -> anyhow::Result<Loaded> {
+        self.load_from(self.config.clone(), extra)
+    }
+
+    /// The same layers, with `config` as the configuration file.
+    pub fn load_from(&self, config: Option<PathBuf>, extra: &[String]) -> anyhow::Result<Loaded> {
         let dir = self.dir()?;
         let mut overrides = self.set.clone();
         overrides.extend_from_slice(extra);
         let opts = LoadOptions {
             dir: dir.clone(),
-            config_file: self.config.clone(),
+            config_file: config,
             env: std::env::vars()
                 .filter(|(k, _)| k.starts_with("AICA_"))
                 .collect(),
@@ -133,7 +138,10 @@ impl Global {
 
 /// Parse, run, and turn the result into an exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return clap_error(e),
+    };
     // One-shot commands show warnings and errors on stderr (a restore moving a
     // damaged database aside, debris being removed); `serve` sets up its own logs.
     let one_shot = !matches!(cli.command, Command::Serve(_));
@@ -178,6 +186,46 @@ pub fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// Help and version go to stdout (exit 0); a usage mistake ends with a
+/// "Try:" line like every other usage error (exit 2).
+fn clap_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return ExitCode::from(
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                2
+            } else {
+                0
+            },
+        );
+    }
+    let text = e.render().to_string();
+    let command = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Usage: "))
+        .map(|u| {
+            u.split_whitespace()
+                .take_while(|w| !w.starts_with('[') && !w.starts_with('<'))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "aica".into());
+    let body: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("For more information"))
+        .collect();
+    eprintln!("{}", body.join("\n").trim_end());
+    eprintln!("Try: {command} --help");
+    ExitCode::from(2)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {

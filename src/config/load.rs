@@ -102,7 +102,12 @@ pub enum ConfigError {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, column)
 }
 
@@ -270,8 +275,10 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
 
     let mut merged = Table::new();
     let mut sources = BTreeMap::new();
-    let values: BTreeMap<String, Value> =
-        flat.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect();
+    let values: BTreeMap<String, Value> = flat
+        .iter()
+        .map(|(k, (v, _))| (k.clone(), v.clone()))
+        .collect();
     for (full, (value, source)) in flat {
         let (section, key) = full.split_once('.').expect("flat keys have a dot");
         merged
@@ -456,7 +463,11 @@ mod tests {
         assert_eq!(l.settings.server.request_timeout_secs, 5);
         assert!(matches!(
             l.sources["server.request_timeout_secs"],
-            Source::File { line: 3, column: 1, .. }
+            Source::File {
+                line: 3,
+                column: 1,
+                ..
+            }
         ));
         assert_eq!(l.sources["server.host"], Source::Default);
         assert_eq!(l.foreign_dotenv_keys, vec!["STRIPE_SECRET_KEY".to_string()]);
@@ -514,9 +525,16 @@ mod tests {
         .unwrap();
         let e = load(&opts(d.path())).unwrap_err().to_string();
         assert!(e.contains("aica.toml:4:3") && e.contains("65535"), "{e}");
-        std::fs::write(d.path().join("aica.toml"), "[server]\nrequest_timeout_secs = 0\n").unwrap();
+        std::fs::write(
+            d.path().join("aica.toml"),
+            "[server]\nrequest_timeout_secs = 0\n",
+        )
+        .unwrap();
         let e = load(&opts(d.path())).unwrap_err().to_string();
-        assert!(e.contains("aica.toml:2:1") && e.contains("1 to 3600"), "{e}");
+        assert!(
+            e.contains("aica.toml:2:1") && e.contains("1 to 3600"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -407,6 +407,13 @@ impl Settings {
                 "sqlite://PATH with a non-empty path",
             ));
         }
+        if path.contains('?') || path.contains('#') {
+            return Err(invalid(
+                "database.url",
+                redact_url(url),
+                "sqlite://PATH without query parameters (aica sets the connection options itself)",
+            ));
+        }
         Ok(path)
     }
 }

@@ -268,7 +268,10 @@ fn backup_debris(l: &Loaded) -> Check {
             list.join(", "),
             if debris.len() > 5 { ", ..." } else { "" }
         ),
-        Some("any backup command removes them first, e.g. 'aica backup prune --dry-run'".into()),
+        Some(
+            "aica backup tidy (every backup command except dry runs also removes them first)"
+                .into(),
+        ),
     )
 }
 

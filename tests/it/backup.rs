@@ -257,14 +257,17 @@ fn killed_backups_and_restores_never_damage_or_list_partial_files() {
         }
     }
     // The next operation removes whatever the killed ones left behind.
-    let o = aica(dir, &["backup", "prune", "--dry-run"]);
+    let o = aica(dir, &["backup", "tidy"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let leftovers: Vec<String> = ["backups", "data", "run"]
         .iter()
         .flat_map(|d| std::fs::read_dir(dir.join(d)).unwrap().flatten())
         .map(|e| e.file_name().to_string_lossy().to_string())
         .filter(|n| {
-            n.contains(".tmp") || n.starts_with(".verify-") || n == ".staging" || n.starts_with("drill-")
+            n.contains(".tmp")
+                || n.starts_with(".verify-")
+                || n == ".staging"
+                || n.starts_with("drill-")
         })
         .collect();
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");

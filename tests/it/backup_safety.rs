@@ -233,9 +233,9 @@ fn finding_4_debris_of_dead_operations_is_reported_then_removed() {
     std::fs::create_dir(b.join(".verify-dead1")).unwrap();
     std::fs::write(b.join(".verify-dead1/aica_sys.db"), vec![1u8; 1 << 20]).unwrap();
     std::fs::write(b.join("aica-20260101T000000Z.aicabak.json"), "{}").unwrap();
-    let staged = dir.join("data/aica_sys.db.restore-tmp");
+    let staged = dir.join("data/aica_sys.db.restore-tmp-77");
     std::fs::write(&staged, b"half").unwrap();
-    std::fs::write(dir.join("data/aica_sys.db.restore-tmp-wal"), b"w").unwrap();
+    std::fs::write(dir.join("data/aica_sys.db.restore-tmp-77-wal"), b"w").unwrap();
     std::fs::write(b.join(".staging"), format!("{}\n", staged.display())).unwrap();
     std::fs::create_dir_all(dir.join("run/drill-dead/data")).unwrap();
 
@@ -255,7 +255,7 @@ fn finding_4_debris_of_dead_operations_is_reported_then_removed() {
         "{c}"
     );
 
-    let o = aica(dir, &["backup", "prune", "--dry-run"]);
+    let o = aica(dir, &["backup", "tidy"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("interrupted"), "{}", text(&o));
     for p in [
@@ -264,7 +264,7 @@ fn finding_4_debris_of_dead_operations_is_reported_then_removed() {
         b.join("aica-20260101T000000Z.aicabak.json"),
         b.join(".staging"),
         staged.clone(),
-        dir.join("data/aica_sys.db.restore-tmp-wal"),
+        dir.join("data/aica_sys.db.restore-tmp-77-wal"),
         dir.join("run/drill-dead"),
     ] {
         assert!(!p.exists(), "{} was left", p.display());
@@ -469,20 +469,39 @@ fn finding_8_targets_names_locks_mirrors_and_junk() {
     assert_eq!(integrity(&dir.join("x.db")), "ok");
     assert!(!elsewhere.path().join("x.db").exists());
 
-    // A sidecar that disagrees with the archive's own manifest fails verification.
+    // A sidecar that disagrees with the archive's own manifest fails
+    // verification, is blamed (not the intact archive), and the fix works.
     let side = dir.join("backups").join(format!("{name}.json"));
     let good_side = std::fs::read(&side).unwrap();
-    let mut v: serde_json::Value = serde_json::from_slice(&good_side).unwrap();
-    v["manifest"]["tables"]["articles"] = serde_json::json!(1);
-    std::fs::write(&side, serde_json::to_vec(&v).unwrap()).unwrap();
+    for field in ["rows", "hash"] {
+        let mut v: serde_json::Value = serde_json::from_slice(&good_side).unwrap();
+        if field == "rows" {
+            v["manifest"]["tables"]["articles"] = serde_json::json!(1);
+        } else {
+            v["archive_blake3"] = serde_json::json!("0".repeat(64));
+        }
+        std::fs::write(&side, serde_json::to_vec(&v).unwrap()).unwrap();
+        let o = aica(dir, &["backup", "verify", &name]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        let t = text(&o);
+        assert!(
+            t.contains("MISMATCH") && t.contains("sidecar") && t.contains("Try: rm"),
+            "{t}"
+        );
+        assert_eq!(
+            list(dir)[0].state,
+            State::Verified,
+            "{field}: the archive was blamed"
+        );
+        let o = aica(
+            dir,
+            &["backup", "restore", &name, "--yes", "--target", "y.db"],
+        );
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    }
+    std::fs::remove_file(&side).unwrap();
     let o = aica(dir, &["backup", "verify", &name]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(
-        text(&o).contains("CORRUPT") && text(&o).contains("manifest"),
-        "{}",
-        text(&o)
-    );
-    std::fs::write(&side, &good_side).unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 
     // A symlinked lock file is not followed.
     let victim = dir.join("victim.txt");
@@ -534,4 +553,188 @@ fn finding_8_targets_names_locks_mirrors_and_junk() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let o = aica(dir, &["backup", "list"]);
     assert!(text(&o).contains("ignored") && text(&o).contains("junk.aicabak"));
+}
+
+#[test]
+fn attack_staging_list_is_not_trusted_and_dry_runs_remove_nothing() {
+    let d = seeded();
+    let dir = d.path();
+    create_verified(dir);
+    let outside = tempfile::tempdir().unwrap();
+    let precious = outside.path().join("precious.txt");
+    std::fs::write(&precious, "p").unwrap();
+    std::fs::create_dir(outside.path().join("pdir")).unwrap();
+    let db = dir.join("data/aica_sys.db");
+    let planted = dir.join("data/aica_sys.db.restore-tmp-4242");
+    std::fs::write(&planted, "half").unwrap();
+    std::fs::write(
+        dir.join("backups/.staging"),
+        format!(
+            "{}\n{}\n{}\n{}\n",
+            precious.display(),
+            outside.path().join("pdir").display(),
+            db.display(),
+            planted.display()
+        ),
+    )
+    .unwrap();
+    let o = aica(dir, &["backup", "prune", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(planted.exists(), "a dry run removed something");
+    let o = aica(dir, &["backup", "verify", "--all"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(precious.exists() && outside.path().join("pdir").exists());
+    assert_eq!(integrity(&db), "ok");
+    assert!(!planted.exists(), "the real staged copy was left");
+}
+
+#[test]
+fn attack_targets_that_are_not_databases_or_are_aicas_own_files() {
+    let d = seeded();
+    let dir = d.path();
+    let name = create_verified(dir);
+    std::fs::write(dir.join("aica.toml"), "[cache]\nttl_secs = 5\n").unwrap();
+    std::fs::write(dir.join("notes.txt"), "my notes").unwrap();
+    let s = Server::start(dir, &["--set", "backup.schedule="], &[]);
+    for t in [
+        "aica.toml",
+        "notes.txt",
+        "run/aica.lock",
+        "run/aica.pid",
+        ".env.production",
+    ] {
+        let o = aica(dir, &["backup", "restore", &name, "--yes", "--target", t]);
+        assert_eq!(o.status.code(), Some(2), "{t}: {}", text(&o));
+        assert!(text(&o).contains("Try:"), "{}", text(&o));
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.join("aica.toml")).unwrap(),
+        "[cache]\nttl_secs = 5\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+        "my notes"
+    );
+    let (code, _) = crate::common::get(&format!("{}/health", s.backend)).unwrap();
+    assert_eq!(code, 200);
+    // A database another process has open (rollback-journal mode, idle: no
+    // SQLite lock is held) is refused too.
+    let app = dir.join("app.db");
+    let c = Connection::open(&app).unwrap();
+    c.execute_batch("PRAGMA journal_mode=DELETE; CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let o = aica(
+        dir,
+        &["backup", "restore", &name, "--yes", "--target", "app.db"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("open by process {}", std::process::id())),
+        "{}",
+        text(&o)
+    );
+    c.execute("INSERT INTO t VALUES (2)", []).unwrap();
+    // The dry run says the real restore will refuse while the server runs.
+    let o = aica(dir, &["backup", "restore", &name, "--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("will refuse"), "{}", text(&o));
+}
+
+#[test]
+fn attack_restored_config_decides_where_the_data_goes() {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(
+        src.path().join("aica.toml"),
+        "[database]\nurl = \"sqlite://store/custom.db\"\n[paths]\ndata_dir = \"store\"\n",
+    )
+    .unwrap();
+    let o = aica(
+        src.path(),
+        &["keys", "create", "--role", "admin", "--name", "x"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    std::fs::create_dir_all(src.path().join("store/uploads")).unwrap();
+    std::fs::write(src.path().join("store/uploads/a.txt"), "up").unwrap();
+    let name = create_verified(src.path());
+    let new = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(new.path().join("backups")).unwrap();
+    std::fs::copy(
+        src.path().join("backups").join(&name),
+        new.path().join("backups").join(&name),
+    )
+    .unwrap();
+    let o = aica(new.path(), &["backup", "restore", "--latest", "--yes"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(rows(&new.path().join("store/custom.db")), 6000);
+    assert_eq!(
+        std::fs::read_to_string(new.path().join("store/uploads/a.txt")).unwrap(),
+        "up"
+    );
+    assert!(!new.path().join("data/aica_sys.db").exists());
+    let o = aica(new.path(), &["doctor"]);
+    assert!(text(&o).contains("custom.db opens"), "{}", text(&o));
+}
+
+#[test]
+fn attack_environment_failures_and_odd_layouts() {
+    let d = seeded();
+    let dir = d.path();
+    let name = create_verified(dir);
+    // A restore into a directory another restore is writing into waits its turn.
+    let data = std::fs::File::open(dir.join("data")).unwrap();
+    let held = nix::fcntl::Flock::lock(data, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    let o = aica(
+        dir,
+        &[
+            "backup",
+            "restore",
+            &name,
+            "--yes",
+            "--target",
+            "data/copy.db",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("another restore"), "{}", text(&o));
+    drop(held);
+    // A drill that fails because of its environment is inconclusive, not a failed backup.
+    let o = aica_fsize_limited(dir, &["backup", "drill"], 512 * 1024);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("INCONCLUSIVE"), "{}", text(&o));
+    assert!(
+        list(dir)[0].drill.is_none(),
+        "an inconclusive drill was recorded"
+    );
+    // A mirror that is the backup directory itself is no mirror.
+    let o = aica(
+        dir,
+        &["--set", "backup.mirror_dir=backups/.", "backup", "create"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("no second copy"), "{}", text(&o));
+    // Uploads on another volume (a symlink) are not replaced by a directory.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(other.path().join("old.txt"), "old").unwrap();
+    std::os::unix::fs::symlink(other.path(), dir.join("data/uploads")).unwrap();
+    let o = aica(dir, &["backup", "restore", &name, "--yes"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("is a symlink"), "{}", text(&o));
+    assert!(
+        std::fs::symlink_metadata(dir.join("data/uploads"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(other.path().join("old.txt").exists());
+    // Notes are one printable line.
+    let o = aica(dir, &["backup", "create", "--note", "a\u{1b}[31mred\nline"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    // Argument mistakes end with a Try: line too.
+    let o = aica(dir, &["backup", "restore", "--bogus"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("Try: aica backup restore --help"),
+        "{}",
+        text(&o)
+    );
 }

@@ -60,7 +60,12 @@ fn no_module_imports_from_a_layer_above_it() {
     let mut violations = Vec::new();
     for f in &files {
         let rel = f.strip_prefix(&src).unwrap();
-        let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
         let module = first.trim_end_matches(".rs");
         let Some(own) = layer(module) else { continue };
         let text = std::fs::read_to_string(f).unwrap();
