@@ -261,7 +261,12 @@ fn killed_backups_and_restores_never_damage_or_list_partial_files() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let leftovers: Vec<String> = ["backups", "data", "run"]
         .iter()
-        .flat_map(|d| std::fs::read_dir(dir.join(d)).unwrap().flatten())
+        .flat_map(|d| {
+            std::fs::read_dir(dir.join(d))
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
         .map(|e| e.file_name().to_string_lossy().to_string())
         .filter(|n| {
             n.contains(".tmp")
