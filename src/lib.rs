@@ -14,3 +14,4 @@ pub mod ops;
 pub mod store;
 pub mod telemetry;
 pub mod util;
+pub mod web;

@@ -5,24 +5,26 @@
 
 pub mod auth;
 pub mod cache;
-pub mod error;
-pub mod middleware;
 pub mod params;
 mod routes;
+
+pub use crate::web::error;
+pub use crate::web::serve::{Limits, serve};
 
 use crate::config::Settings;
 use crate::store::ContentStore;
 use crate::telemetry::stats::Stats;
+use crate::web::{MetricNames, Observer, ObserverConfig, RouteMetrics, SecurityHeaders};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{DefaultPredicate, Predicate};
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 /// Result of the last background `PRAGMA quick_check`.
 #[derive(Debug, Clone)]
@@ -54,10 +56,9 @@ pub struct Shared {
     pub data_dir: PathBuf,
     /// Where backups are, for the backup age check and metrics.
     pub backups_dir: PathBuf,
-    pub request_timeout: Duration,
     pub quick_check: Arc<Mutex<Option<QuickCheck>>>,
-    pub security: SecurityHeaders,
-    pub route_metrics: Arc<middleware::RouteMetrics>,
+    /// Request id, metrics, stats, logs, error shape and panic guard of this face.
+    pub observer: Observer,
 }
 
 impl AppState {
@@ -67,24 +68,31 @@ impl AppState {
         paths: &crate::config::Paths,
     ) -> AppState {
         let data_dir = paths.data.clone();
-        let settings_hsts = settings.server.public_url.starts_with("https://");
+        let stats = Arc::new(Stats::new());
+        let observer = Observer::new(ObserverConfig {
+            stats: stats.clone(),
+            metrics: Arc::new(RouteMetrics::new(MetricNames::API)),
+            security: SecurityHeaders {
+                csp: SecurityHeaders::API_CSP,
+                hsts: settings.server.public_url.starts_with("https://"),
+            },
+            request_timeout: Duration::from_secs(settings.server.request_timeout_secs),
+        });
+        let cache = cache::ReadCache::new(
+            settings.cache.max_entries,
+            settings.cache.max_bytes,
+            Duration::from_secs(settings.cache.ttl_secs),
+        );
+        cache.spawn_upkeep();
         AppState(Arc::new(Shared {
             store,
-            cache: cache::ReadCache::new(
-                settings.cache.max_entries,
-                Duration::from_secs(settings.cache.ttl_secs),
-            ),
-            stats: Arc::new(Stats::new()),
-            request_timeout: Duration::from_secs(settings.server.request_timeout_secs),
+            cache,
+            stats,
             settings: Arc::new(settings),
             data_dir,
             backups_dir: paths.backups.clone(),
             quick_check: Arc::default(),
-            security: SecurityHeaders {
-                csp: SecurityHeaders::API_CSP,
-                hsts: settings_hsts,
-            },
-            route_metrics: Arc::default(),
+            observer,
         }))
     }
 
@@ -137,85 +145,55 @@ fn cors(settings: &Settings) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-/// Security headers for every answer; `csp` differs between API and console.
-#[derive(Clone, Copy, Debug)]
-pub struct SecurityHeaders {
-    pub csp: &'static str,
-    /// Send HSTS (only when the public URL is https).
-    pub hsts: bool,
+/// Compress successful answers only: error bodies stay plain JSON, so the
+/// observing layer can add the request id to them.
+fn compress_when() -> impl Predicate {
+    DefaultPredicate::new().and(
+        |status: axum::http::StatusCode,
+         _: axum::http::Version,
+         _: &axum::http::HeaderMap,
+         _: &axum::http::Extensions| status.is_success(),
+    )
 }
 
-impl SecurityHeaders {
-    /// The API serves JSON only: nothing may be loaded or framed.
-    pub const API_CSP: &'static str = "default-src 'none'; frame-ancestors 'none'";
-
-    /// Add each header the response does not set itself.
-    pub fn apply(&self, h: &mut axum::http::HeaderMap) {
-        let mut set = |name: HeaderName, value: &'static str| {
-            h.entry(name).or_insert(HeaderValue::from_static(value));
-        };
-        set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-        set(header::X_FRAME_OPTIONS, "DENY");
-        set(header::REFERRER_POLICY, "no-referrer");
-        set(header::CONTENT_SECURITY_POLICY, self.csp);
-        if self.hsts {
-            set(
-                header::STRICT_TRANSPORT_SECURITY,
-                "max-age=31536000; includeSubDomains",
-            );
-        }
+/// Writes are never content-negotiated: their answer is small JSON, and a
+/// refused encoding must not turn a committed write into a 406.
+async fn no_negotiation_for_writes(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        req.headers_mut().remove(header::ACCEPT_ENCODING);
     }
-
-    /// Wrap a whole router (used by the console; the backend applies them in its middleware).
-    pub fn layer<S: Clone + Send + Sync + 'static>(self, router: Router<S>) -> Router<S> {
-        router.layer(axum::middleware::map_response(
-            move |mut r: axum::response::Response| async move {
-                self.apply(r.headers_mut());
-                r
-            },
-        ))
-    }
-}
-
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
-    tracing::error!("handler panicked");
-    let body = error::error_body("internal", "internal error", None);
-    axum::response::IntoResponse::into_response((
-        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        axum::Json(body),
-    ))
+    next.run(req).await
 }
 
 /// The backend application.
 pub fn app(state: AppState) -> Router {
-    let body_limit = state.settings.server.body_limit_bytes as usize;
-    let cors = cors(&state.settings);
-    // One `layer` call: axum boxes each layer per route, so stacking them in a
-    // single ServiceBuilder costs one box and one clone per request, not five.
-    // Outermost first.
-    let stack = tower::ServiceBuilder::new()
-        .layer(cors)
-        .layer(CompressionLayer::new().gzip(true).br(true))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::observe,
-        ));
-    routes::routes().layer(stack).with_state(state)
+    app_with(state, Router::new())
 }
 
-/// Serve `router` on `listener` until `shutdown` resolves, then stop accepting
-/// and let in-flight requests finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+/// The backend with `extra` routes merged into its route table, under the same
+/// layers (tests use it to add a route that panics).
+pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
+    let body_limit = state.settings.server.body_limit_bytes as usize;
+    let body_timeout = Duration::from_secs(state.settings.server.body_read_timeout_secs);
+    let cors = cors(&state.settings);
+    let observer = state.observer.clone();
+    // One `layer` call: axum boxes each layer per route, so stacking them in a
+    // single ServiceBuilder costs one box and one clone per request.
+    // Outermost first; the observing layer and its panic guard go around all of it.
+    let stack = tower::ServiceBuilder::new()
+        .layer(cors)
+        .layer(axum::middleware::from_fn(no_negotiation_for_writes))
+        .layer(
+            CompressionLayer::new()
+                .gzip(true)
+                .br(true)
+                .compress_when(compress_when()),
+        )
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
+        .layer(DefaultBodyLimit::max(body_limit));
+    let router = routes::routes().merge(extra).layer(stack).with_state(state);
+    observer.wrap(router)
 }

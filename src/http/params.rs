@@ -1,10 +1,10 @@
 //! Query-string parsing with errors that name the parameter and what is allowed.
 
-use super::error::ApiError;
 use crate::store::{
     ARTICLE_STATUSES, ArticleFilter, NEWSLETTER_STATUSES, NewsletterFilter, Paging, TrendFilter,
     normalize_time,
 };
+use crate::web::error::ApiError;
 use std::collections::HashMap;
 
 pub const MAX_LIMIT: i64 = 100;

@@ -201,8 +201,11 @@ pub struct AuditEntry {
     pub action: String,
     pub target: String,
     pub client: String,
-    /// `ok`, `denied`, `unauthenticated`, `failed`.
+    /// `ok`, `denied`, `unauthenticated`, or `refused` with the status (`refused 409`).
     pub outcome: String,
+    /// How many attempts this row stands for: anonymous refusals from one client
+    /// are counted per minute and action in one row.
+    pub count: i64,
 }
 
 /// A slug: 1–120 of `a-z 0-9 -`, not starting or ending with `-`.
@@ -215,21 +218,33 @@ pub fn valid_slug(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-/// Normalise a date (`YYYY-MM-DD`) or RFC 3339 UTC timestamp; `end` makes a date mean its last second.
+/// What [`normalize_time`] accepts, for error messages.
+pub const TIME_FORMS: &str =
+    "a date (2026-01-31) or RFC 3339 time (2026-01-31T09:00:00Z) from year 0001 to 9999 (UTC)";
+
+/// Normalise a date (`YYYY-MM-DD`) or RFC 3339 timestamp to UTC `YYYY-MM-DDTHH:MM:SSZ`;
+/// `end` makes a date mean its last second. `None` for anything else, including
+/// times whose UTC year falls outside 0001..=9999 (the text form must stay sortable).
 pub fn normalize_time(s: &str, end: bool) -> Option<String> {
     use time::format_description::well_known::Rfc3339;
     let s = s.trim();
-    if let Ok(d) = time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")) {
+    let t = if let Ok(d) =
+        time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
+    {
         let t = if end {
             time::Time::from_hms(23, 59, 59).ok()?
         } else {
             time::Time::MIDNIGHT
         };
-        return Some(crate::util::fmt_time(d.with_time(t).assume_utc()));
-    }
-    time::OffsetDateTime::parse(s, &Rfc3339)
-        .ok()
-        .map(|t| crate::util::fmt_time(t.to_offset(time::UtcOffset::UTC)))
+        d.with_time(t).assume_utc()
+    } else {
+        time::OffsetDateTime::parse(s, &Rfc3339)
+            .ok()?
+            .checked_to_offset(time::UtcOffset::UTC)?
+    };
+    (1..=9999)
+        .contains(&t.year())
+        .then(|| crate::util::fmt_time(t))
 }
 
 fn check(ok: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
@@ -261,7 +276,10 @@ fn slug(v: &str) -> Result<(), String> {
 fn opt_time(field: &str, v: &mut Option<String>) -> Result<(), String> {
     if let Some(s) = v {
         *v = Some(normalize_time(s, false).ok_or_else(|| {
-            format!("field '{field}' must be a date (2026-01-31) or RFC 3339 time (2026-01-31T09:00:00Z), got {s:?}")
+            format!(
+                "field '{field}' must be {TIME_FORMS}, got {:?}",
+                s.chars().take(40).collect::<String>()
+            )
         })?);
     }
     Ok(())
@@ -317,11 +335,11 @@ impl TrendInput {
         })?;
         let p = normalize_time(&self.period, false).ok_or_else(|| {
             format!(
-                "field 'period' must be a date such as 2026-01-05, got {:?}",
-                self.period
+                "field 'period' must be a date such as 2026-01-05 (year 0001 to 9999), got {:?}",
+                self.period.chars().take(40).collect::<String>()
             )
         })?;
-        self.period = p[..10].to_string();
+        self.period = p.get(..10).unwrap_or(&p).to_string();
         Ok(())
     }
 }
@@ -384,6 +402,13 @@ mod tests {
             "2026-01-31T01:00:00Z"
         );
         assert!(normalize_time("31/01/2026", false).is_none());
+        // Offsets that push the UTC time past year 9999 (or before 0001) are refused, not a panic.
+        assert!(normalize_time("9999-12-31T23:59:59-01:00", false).is_none());
+        assert!(normalize_time("0001-01-01T00:00:00+01:00", true).is_none());
+        assert_eq!(
+            normalize_time("9999-12-31T23:59:59Z", false).unwrap(),
+            "9999-12-31T23:59:59Z"
+        );
     }
 
     #[test]

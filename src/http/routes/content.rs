@@ -1,9 +1,9 @@
 //! Read endpoints: listings, dashboard and single articles, cached with ETags.
 
 use crate::http::cache::Cached;
-use crate::http::error::ApiError;
 use crate::http::{AppState, params};
 use crate::store::{ContentStore, valid_slug};
+use crate::web::error::ApiError;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
