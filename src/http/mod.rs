@@ -147,7 +147,7 @@ fn cors(settings: &Settings) -> CorsLayer {
 
 /// Compress successful answers only: error bodies stay plain JSON, so the
 /// observing layer can add the request id to them.
-fn compress_when() -> impl Predicate {
+fn compress_when() -> impl Predicate + Clone {
     DefaultPredicate::new().and(
         |status: axum::http::StatusCode,
          _: axum::http::Version,
@@ -156,16 +156,61 @@ fn compress_when() -> impl Predicate {
     )
 }
 
-/// Writes are never content-negotiated: their answer is small JSON, and a
-/// refused encoding must not turn a committed write into a 406.
-async fn no_negotiation_for_writes(
+/// Content negotiation before the handler: writes are never negotiated (their
+/// answer is small JSON, and a refused encoding must not turn a committed write
+/// into a 406); a read whose `Accept-Encoding` refuses everything we have gets
+/// our JSON 406 without running the handler.
+async fn negotiate(
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         req.headers_mut().remove(header::ACCEPT_ENCODING);
+        return next.run(req).await;
+    }
+    if let Some(ae) = req.headers().get(header::ACCEPT_ENCODING)
+        && !encodable(ae).await
+    {
+        return axum::response::IntoResponse::into_response(error::ApiError::new(
+            axum::http::StatusCode::NOT_ACCEPTABLE,
+            "not_acceptable",
+            "Accept-Encoding refuses every encoding this server has (identity, gzip, br); allow one of them",
+        ));
     }
     next.run(req).await
+}
+
+/// Whether the compression layer can satisfy `accept_encoding`: asks the same
+/// layer (tower-http's negotiation) with an empty response. Only a header with a
+/// zero weight can refuse everything, so others skip the probe.
+async fn encodable(accept_encoding: &HeaderValue) -> bool {
+    use tower::{Layer, ServiceExt};
+    if !accept_encoding
+        .as_bytes()
+        .to_ascii_lowercase()
+        .windows(3)
+        .any(|w| w == b"q=0")
+    {
+        return true;
+    }
+    let probe = compression().layer(tower::service_fn(|_: axum::http::Request<()>| async {
+        Ok::<_, std::convert::Infallible>(axum::http::Response::new(axum::body::Body::empty()))
+    }));
+    let mut req = axum::http::Request::new(());
+    req.headers_mut()
+        .insert(header::ACCEPT_ENCODING, accept_encoding.clone());
+    probe
+        .oneshot(req)
+        .await
+        .map(|r| r.status() != axum::http::StatusCode::NOT_ACCEPTABLE)
+        .unwrap_or(true)
+}
+
+fn compression() -> CompressionLayer<impl Predicate + Clone> {
+    CompressionLayer::new()
+        .gzip(true)
+        .br(true)
+        .compress_when(compress_when())
 }
 
 /// The backend application.
@@ -185,13 +230,8 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
     // Outermost first; the observing layer and its panic guard go around all of it.
     let stack = tower::ServiceBuilder::new()
         .layer(cors)
-        .layer(axum::middleware::from_fn(no_negotiation_for_writes))
-        .layer(
-            CompressionLayer::new()
-                .gzip(true)
-                .br(true)
-                .compress_when(compress_when()),
-        )
+        .layer(axum::middleware::from_fn(negotiate))
+        .layer(compression())
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(DefaultBodyLimit::max(body_limit));
     let router = routes::routes().merge(extra).layer(stack).with_state(state);

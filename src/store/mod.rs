@@ -12,6 +12,8 @@ mod schema;
 mod seed;
 mod sqlite;
 
+#[cfg(test)]
+pub use model::test_strategies;
 pub use model::*;
 pub use schema::SCHEMA_VERSION;
 pub use sqlite::SqliteStore;

@@ -366,9 +366,53 @@ impl NewsletterInput {
     }
 }
 
+/// Strategies for property tests of every parser that takes a time.
+#[cfg(test)]
+pub mod test_strategies {
+    use proptest::prelude::*;
+
+    /// Dates and RFC 3339 times across the whole four-digit range, with offsets
+    /// (so conversion to UTC can leave the range), plus arbitrary text.
+    pub fn time_text() -> impl Strategy<Value = String> {
+        let year = prop_oneof![0i32..=9999, Just(0), Just(1), Just(9999)];
+        let stamp = (
+            year.clone(),
+            1u8..=12,
+            1u8..=31,
+            0u8..=23,
+            0u8..=59,
+            0u8..=60,
+            -25i8..=25,
+            0u8..=59,
+        )
+            .prop_map(|(y, mo, d, h, mi, s, oh, om)| {
+                let sign = if oh < 0 { '-' } else { '+' };
+                format!(
+                    "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{sign}{:02}:{om:02}",
+                    oh.unsigned_abs()
+                )
+            });
+        // The edges of the range, where an offset moves the UTC time out of it.
+        let edge = (any::<bool>(), 0u8..=25, 0u8..=59).prop_map(|(top, h, m)| {
+            if top {
+                format!("9999-12-31T23:59:59-{h:02}:{m:02}")
+            } else {
+                format!("0001-01-01T00:00:00+{h:02}:{m:02}")
+            }
+        });
+        prop_oneof![
+            stamp,
+            edge,
+            (year, 0u8..=13, 0u8..=32).prop_map(|(y, m, d)| format!("{y:04}-{m:02}-{d:02}")),
+            "\\PC{0,30}",
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn slugs() {
@@ -409,6 +453,47 @@ mod tests {
             normalize_time("9999-12-31T23:59:59Z", false).unwrap(),
             "9999-12-31T23:59:59Z"
         );
+    }
+
+    proptest! {
+        #[test]
+        fn normalize_time_never_panics(t in test_strategies::time_text(), end in any::<bool>()) {
+            if let Some(n) = normalize_time(&t, end) {
+                prop_assert_eq!(n.len(), 20, "{}", n);
+            }
+        }
+
+        /// JSON bodies: any text in any time field is a clear error or a normal value.
+        #[test]
+        fn bodies_never_panic(
+            t in test_strategies::time_text(),
+            text in "\\PC{0,20}",
+            tags in prop::collection::vec("\\PC{0,12}", 0..4),
+            num in any::<f64>(),
+        ) {
+            let article = serde_json::json!({"slug": "s", "title": text, "body": "b", "author": "a",
+                "category": "c", "tags": tags, "status": "draft", "published_at": t});
+            if let Ok(mut a) = serde_json::from_value::<ArticleInput>(article) {
+                if let Err(e) = a.validate() { prop_assert!(e.contains("field '")); }
+            }
+            let trend = serde_json::json!({"name": text, "category": "c", "period": t, "score": num});
+            if let Ok(mut tr) = serde_json::from_value::<TrendInput>(trend) {
+                match tr.validate() {
+                    Ok(()) => prop_assert_eq!(tr.period.len(), 10),
+                    Err(e) => prop_assert!(e.contains("field '")),
+                }
+            }
+            let news = serde_json::json!({"slug": "n", "title": text, "body": "b", "status": "sent",
+                "issued_at": t, "open_rate": num});
+            if let Ok(mut n) = serde_json::from_value::<NewsletterInput>(news) {
+                if let Err(e) = n.validate() { prop_assert!(e.contains("field '")); }
+            }
+        }
+
+        #[test]
+        fn slugs_never_panic(s in "\\PC{0,130}") {
+            let _ = valid_slug(&s);
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod observe;
+mod parse_errors;
 pub mod security;
 pub mod serve;
 

@@ -2,6 +2,7 @@
 //! header-read timeout (slow clients are cut off), a cap on connections per
 //! client address, and graceful shutdown (stop accepting, let in-flight finish).
 
+use super::parse_errors::JsonParseErrors;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -112,7 +113,8 @@ pub async fn serve(
                     req.extensions_mut().insert(ConnectInfo::<SocketAddr>(addr));
                     req
                 });
-        let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+        let io = TokioIo::new(JsonParseErrors::new(stream));
+        let conn = builder.serve_connection(io, TowerToHyperService::new(svc));
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             let _slot = slot;

@@ -5,5 +5,6 @@ mod api_write;
 mod backup;
 mod bad_input;
 mod common;
+mod hardening;
 mod health_metrics;
 mod lifecycle;
