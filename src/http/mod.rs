@@ -147,7 +147,7 @@ fn cors(settings: &Settings) -> CorsLayer {
 
 /// Compress successful answers only: error bodies stay plain JSON, so the
 /// observing layer can add the request id to them.
-fn compress_when() -> impl Predicate + Clone {
+fn compress_when() -> impl Predicate {
     DefaultPredicate::new().and(
         |status: axum::http::StatusCode,
          _: axum::http::Version,
@@ -206,7 +206,7 @@ async fn encodable(accept_encoding: &HeaderValue) -> bool {
         .unwrap_or(true)
 }
 
-fn compression() -> CompressionLayer<impl Predicate + Clone> {
+fn compression() -> CompressionLayer<impl Predicate> {
     CompressionLayer::new()
         .gzip(true)
         .br(true)

@@ -473,8 +473,10 @@ mod tests {
         ) {
             let article = serde_json::json!({"slug": "s", "title": text, "body": "b", "author": "a",
                 "category": "c", "tags": tags, "status": "draft", "published_at": t});
-            if let Ok(mut a) = serde_json::from_value::<ArticleInput>(article) {
-                if let Err(e) = a.validate() { prop_assert!(e.contains("field '")); }
+            if let Ok(mut a) = serde_json::from_value::<ArticleInput>(article)
+                && let Err(e) = a.validate()
+            {
+                prop_assert!(e.contains("field '"));
             }
             let trend = serde_json::json!({"name": text, "category": "c", "period": t, "score": num});
             if let Ok(mut tr) = serde_json::from_value::<TrendInput>(trend) {
@@ -485,8 +487,10 @@ mod tests {
             }
             let news = serde_json::json!({"slug": "n", "title": text, "body": "b", "status": "sent",
                 "issued_at": t, "open_rate": num});
-            if let Ok(mut n) = serde_json::from_value::<NewsletterInput>(news) {
-                if let Err(e) = n.validate() { prop_assert!(e.contains("field '")); }
+            if let Ok(mut n) = serde_json::from_value::<NewsletterInput>(news)
+                && let Err(e) = n.validate()
+            {
+                prop_assert!(e.contains("field '"));
             }
         }
 
