@@ -197,7 +197,7 @@ impl Default for CacheSettings {
         CacheSettings {
             ttl_secs: 30,
             max_entries: 10_000,
-            max_bytes: 16 * 1024 * 1024,
+            max_bytes: 8 * 1024 * 1024,
         }
     }
 }

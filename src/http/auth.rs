@@ -86,30 +86,29 @@ pub async fn require(
 ) -> Result<Actor, ApiError> {
     let client = addr.ip().to_string();
     let token = bearer(headers);
-    let store = st.store.clone();
-    tokio::task::spawn_blocking(move || {
+    st.with_store(move |store| {
         let Some(token) = token else {
-            record(&*store, ANONYMOUS, action, &target, &client, "unauthenticated");
+            record(store, ANONYMOUS, action, &target, &client, "unauthenticated");
             return Err(ApiError::unauthorized(
                 "this request needs an API key: send 'Authorization: Bearer <key>' (create one with 'aica keys create')",
             ));
         };
         let key = store.find_key(&crate::store::keys::hash(&token))?;
         let Some(key) = key else {
-            record(&*store, ANONYMOUS, action, &target, &client, "unauthenticated");
+            record(store, ANONYMOUS, action, &target, &client, "unauthenticated");
             return Err(ApiError::unauthorized("the API key is unknown or revoked"));
         };
         // Fail closed: a role this version does not know grants nothing.
         let Some(role) = Role::parse(&key.role) else {
             tracing::error!(key = %key.name, role = %key.role, "API key has an unknown role; request denied");
-            record(&*store, &key.name, action, &target, &client, "denied");
+            record(store, &key.name, action, &target, &client, "denied");
             return Err(ApiError::forbidden(format!(
                 "key {:?} has the unknown role {:?}; an admin must replace it ('aica keys revoke', then 'aica keys create')",
                 key.name, key.role
             )));
         };
         if role < need {
-            record(&*store, &key.name, action, &target, &client, "denied");
+            record(store, &key.name, action, &target, &client, "denied");
             return Err(ApiError::forbidden(format!(
                 "key {:?} has role {}, this request needs {}",
                 key.name,

@@ -20,7 +20,10 @@ pub struct Cached {
 
 impl Cached {
     pub fn new<T: Serialize>(value: &T) -> Result<Cached, ApiError> {
-        let body = serde_json::to_vec(value).map_err(ApiError::internal)?;
+        let mut body = serde_json::to_vec(value).map_err(ApiError::internal)?;
+        // The serialiser grows by doubling: without this an entry can hold twice
+        // the bytes it is weighed at.
+        body.shrink_to_fit();
         let hash = blake3::hash(&body);
         let etag = format!("\"{}\"", &hash.to_hex()[..32]);
         Ok(Cached {
@@ -72,6 +75,8 @@ pub struct ReadCache(Arc<Inner>);
 struct Inner {
     cache: Option<Cache<(u64, String), Cached>>,
     max_entries: u64,
+    /// Bytes inserted since the allocator was last asked to return free memory.
+    churn: AtomicU64,
     generation: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -93,6 +98,7 @@ impl ReadCache {
         ReadCache(Arc::new(Inner {
             cache,
             max_entries,
+            churn: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -148,6 +154,9 @@ impl ReadCache {
         if let Some(c) = &self.0.cache
             && c.entry_count() < self.0.max_entries
         {
+            self.0
+                .churn
+                .fetch_add(value.body.len() as u64, Ordering::Relaxed);
             c.insert((generation_at_start, key), value);
         }
     }
@@ -158,6 +167,13 @@ impl ReadCache {
     pub fn run_maintenance(&self) {
         if let Some(c) = &self.0.cache {
             c.run_pending_tasks();
+        }
+        // Evicted answers are freed, but glibc keeps freed heap pages resident
+        // (measured: 5,000 distinct listings left RSS 20 MiB above the cache
+        // bound). After enough churn, hand free pages back to the kernel.
+        if self.0.churn.load(Ordering::Relaxed) >= TRIM_AFTER_BYTES {
+            self.0.churn.store(0, Ordering::Relaxed);
+            release_free_memory();
         }
     }
 
@@ -193,6 +209,18 @@ impl ReadCache {
     pub fn reset_counts(&self) {
         self.0.hits.store(0, Ordering::Relaxed);
         self.0.misses.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Bytes of cache churn after which free heap memory is returned to the kernel.
+const TRIM_AFTER_BYTES: u64 = 2 * 1024 * 1024;
+
+/// Return free heap pages to the kernel (glibc only; elsewhere a no-op).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases memory the allocator holds as free.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

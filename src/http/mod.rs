@@ -59,6 +59,9 @@ pub struct Shared {
     pub quick_check: Arc<Mutex<Option<QuickCheck>>>,
     /// Request id, metrics, stats, logs, error shape and panic guard of this face.
     pub observer: Observer,
+    /// One permit per pooled connection: database work waits here (async)
+    /// rather than on a blocking thread, so a burst cannot pile up threads.
+    db_permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -68,6 +71,7 @@ impl AppState {
         paths: &crate::config::Paths,
     ) -> AppState {
         let data_dir = paths.data.clone();
+        let pool_size = settings.database.pool_size.max(1) as usize;
         let stats = Arc::new(Stats::new());
         let observer = Observer::new(ObserverConfig {
             stats: stats.clone(),
@@ -93,7 +97,19 @@ impl AppState {
             backups_dir: paths.backups.clone(),
             quick_check: Arc::default(),
             observer,
+            db_permits: Arc::new(tokio::sync::Semaphore::new(pool_size)),
         }))
+    }
+
+    /// Run `f` with the store on a blocking thread, once a pooled connection is free.
+    pub async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn ContentStore) -> T + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
+        // The semaphore is never closed, so acquiring only fails if it were.
+        let _permit = self.db_permits.acquire().await;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&*store)).await
     }
 
     /// Run `PRAGMA quick_check` now and remember the result for `/health/detailed`.

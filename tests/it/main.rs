@@ -6,5 +6,8 @@ mod backup;
 mod bad_input;
 mod common;
 mod hardening;
+mod hardening_write;
 mod health_metrics;
 mod lifecycle;
+mod memory;
+mod slow_clients;

@@ -13,7 +13,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 /// True when the body stopped arriving (the body-read timeout fired).
 fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -89,8 +88,7 @@ where
     T: Serialize + Send + 'static,
     F: FnOnce(&dyn ContentStore) -> Result<Option<T>, ApiError> + Send + 'static,
 {
-    let store: Arc<dyn ContentStore> = st.store.clone();
-    let out = tokio::task::spawn_blocking(move || f(&*store)).await??;
+    let out = st.with_store(f).await??;
     let Some(out) = out else {
         return Err(ApiError::not_found(format!("{target} does not exist")));
     };
@@ -346,7 +344,6 @@ pub async fn audit_log(
     .await?;
     let q = params::Query::parse(q.as_deref(), &["skip", "limit"])?;
     let limit = q.paging()?.limit as u32;
-    let store = st.store.clone();
-    let rows = tokio::task::spawn_blocking(move || store.recent_audit(limit)).await??;
+    let rows = st.with_store(move |s| s.recent_audit(limit)).await??;
     Ok(Json(rows).into_response())
 }
