@@ -323,3 +323,16 @@ async fn replaced_database_file_fails_detailed_health() {
     assert_eq!(c["status"], "fail");
     assert!(c["output"].as_str().unwrap().contains("restart"), "{c}");
 }
+
+/// Finding 17: /health reads the database (its schema), so a damaged file fails it.
+#[tokio::test]
+async fn health_reads_the_database_file() {
+    let app = TestApp::start().await;
+    assert_eq!(app.json("/health").await.0, 200);
+    let db = app.dir.path().join("data/aica_sys.db");
+    let f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+    f.set_len(0).unwrap();
+    let (s, v) = app.json("/health").await;
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(v["checks"]["database:responseTime"][0]["status"], "fail", "{v}");
+}
