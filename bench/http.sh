@@ -18,6 +18,7 @@ echo "== building (release)" >&2
 cargo build --release --locked -q
 AICA_BIN=${AICA_BIN:-${CARGO_TARGET_DIR:-target}/release/aica}
 (cd bench/axum-hello && cargo build --release -q)
+HELLO_BIN=${CARGO_TARGET_DIR:-bench/axum-hello/target}/release/axum-hello
 
 if ! bench/.venv/bin/python -c "import fastapi, uvloop, httptools" 2>/dev/null; then
   echo "== installing FastAPI + uvicorn into bench/.venv" >&2
@@ -65,7 +66,7 @@ wait_http "$FAST_URL/health"
 
 echo "== starting bare axum" >&2
 AP=$(free_port)
-bench/axum-hello/target/release/axum-hello "$AP" >/dev/null &
+"$HELLO_BIN" "$AP" >/dev/null &
 PIDS+=("$!")
 AXUM_URL="http://127.0.0.1:$AP"
 wait_http "$AXUM_URL/health"

@@ -235,7 +235,7 @@ async fn observe(State(ob): State<Observer>, mut req: Request, next: Next) -> Re
             "bad_request",
             "an HTTP/1.1 request needs exactly one Host header (RFC 9112 section 3.2)",
         )
-    } else if req.uri().to_string().len() > MAX_URI_BYTES {
+    } else if req.uri().path_and_query().map_or(0, |p| p.as_str().len()) > MAX_URI_BYTES {
         refuse(
             StatusCode::URI_TOO_LONG,
             "uri_too_long",
