@@ -78,13 +78,13 @@ read -r f_h f_h99 < <(load "$FAST_URL/health")
 read -r x_h x_h99 < <(load "$AXUM_URL/health")
 read -r a_a a_a99 < <(load "$AICA_URL$ART")
 read -r f_a f_a99 < <(load "$FAST_URL$ART")
+RSS_KB=$(awk '/^VmRSS:/ {print $2}' "/proc/$AICA_PID/status")
 export COLD_MAX_SKIP
 COLD_MAX_SKIP=$(python3 -c 'import sqlite3,sys; print(max(0, sqlite3.connect(sys.argv[1]).execute("SELECT COUNT(*) FROM articles WHERE status=?", ("published",)).fetchone()[0] - 20))' "$WORK/peer.db")
-echo "== cold path: random skip in 0..$COLD_MAX_SKIP" >&2
+echo "== cold path: random limit 1..100, random skip 0..$COLD_MAX_SKIP" >&2
 read -r a_c a_c99 < <(load "$AICA_URL" bench/cold.lua)
 read -r f_c f_c99 < <(load "$FAST_URL" bench/cold.lua)
 RSS_COLD_KB=$(awk '/^VmRSS:/ {print $2}' "/proc/$AICA_PID/status")
-RSS_KB=$(awk '/^VmRSS:/ {print $2}' "/proc/$AICA_PID/status")
 
 python3 - "$a_h" "$a_h99" "$f_h" "$f_h99" "$x_h" "$x_h99" "$a_a" "$a_a99" "$f_a" "$f_a99" "$RSS_KB" "$a_c" "$a_c99" "$f_c" "$f_c99" "$RSS_COLD_KB" <<'PY'
 import sys
