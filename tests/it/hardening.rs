@@ -334,5 +334,8 @@ async fn health_reads_the_database_file() {
     f.set_len(0).unwrap();
     let (s, v) = app.json("/health").await;
     assert_eq!(s, 503, "{v}");
-    assert_eq!(v["checks"]["database:responseTime"][0]["status"], "fail", "{v}");
+    assert_eq!(
+        v["checks"]["database:responseTime"][0]["status"], "fail",
+        "{v}"
+    );
 }

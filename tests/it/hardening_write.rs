@@ -16,7 +16,9 @@ fn article(slug: &str) -> Value {
 /// what it wrote (it was a 400 "article vanished after insert").
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn create_racing_delete_answers_what_was_written() {
-    let app = std::sync::Arc::new(TestApp::start().await);
+    // 600 concurrent clients from one address: lift the per-address cap.
+    let app =
+        std::sync::Arc::new(TestApp::start_with(&["server.max_connections_per_ip=5000"]).await);
     let key = app.key("ed", "editor");
     let mut tasks = Vec::new();
     for i in 0..300 {
