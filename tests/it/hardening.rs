@@ -61,6 +61,33 @@ async fn out_of_range_dates_are_400_naming_the_parameter() {
     }
 }
 
+/// Log lines captured in memory.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for LogBuffer {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+    fn make_writer(&'a self) -> LogBuffer {
+        self.clone()
+    }
+}
+
 fn assert_observed(h: &reqwest::header::HeaderMap) {
     assert!(h.contains_key("x-request-id"), "{h:?}");
     assert_eq!(h["x-content-type-options"], "nosniff");
@@ -80,15 +107,33 @@ async fn a_panic_is_observed_like_any_answer() {
             ""
         }),
     );
+    // This test runs on one thread, so a thread-local subscriber sees the server's log lines.
+    let logs = LogBuffer::default();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .json()
+            .with_writer(logs.clone())
+            .finish(),
+    );
     let app = TestApp::start_routes(&[], boom).await;
     let r = app.get("/boom").await;
     assert_eq!(r.status(), 500);
     assert_observed(r.headers());
+    let rid = r.headers()["x-request-id"].to_str().unwrap().to_string();
     let (_, v) = error_of(r).await;
     assert_eq!(v["error"]["code"], "internal");
     assert!(
         !v.to_string().contains("test panic"),
         "panic text leaked: {v}"
+    );
+    let text = logs.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("handler panicked: test panic"))
+        .unwrap_or_else(|| panic!("no log line for the panic in:\n{text}"));
+    assert!(
+        line.contains(&rid),
+        "log line without the request id: {line}"
     );
 
     let metrics = app.get("/metrics").await.text().await.unwrap();
