@@ -174,9 +174,12 @@ impl Observer {
     /// Wrap `router` (routes and fallback, with every face-specific layer already
     /// applied) in the panic guard and, outside it, the observing layer.
     pub fn wrap(&self, router: Router) -> Router {
-        router
-            .layer(CatchPanicLayer::custom(panic_response))
-            .layer(axum::middleware::from_fn_with_state(self.clone(), observe))
+        // One `layer` call: axum boxes each call per route.
+        router.layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::middleware::from_fn_with_state(self.clone(), observe))
+                .layer(CatchPanicLayer::custom(panic_response)),
+        )
     }
 }
 
