@@ -16,3 +16,4 @@ pub mod run;
 pub mod store;
 pub mod telemetry;
 pub mod util;
+pub mod web;

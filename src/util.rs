@@ -6,9 +6,10 @@ const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
     time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
 
 /// A UTC time as `2026-01-31T09:00:00Z` (sortable as text).
+/// Never panics: a time that cannot be shown in UTC gives an empty string.
 pub fn fmt_time(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC)
-        .format(FORMAT)
+    t.checked_to_offset(time::UtcOffset::UTC)
+        .and_then(|t| t.format(FORMAT).ok())
         .unwrap_or_default()
 }
 

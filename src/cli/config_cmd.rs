@@ -47,6 +47,18 @@ pub const HELP: &[(&str, &str)] = &[
         "On SIGTERM, how long in-flight requests may finish (0 to 600).",
     ),
     (
+        "server.header_read_timeout_secs",
+        "A client must send a request's headers within this time, else the connection closes (1 to 3600).",
+    ),
+    (
+        "server.body_read_timeout_secs",
+        "A request body pausing longer than this is answered 408 (1 to 3600).",
+    ),
+    (
+        "server.max_connections_per_ip",
+        "Open connections one client address may hold per port; more are closed at once (1 to 100000).",
+    ),
+    (
         "database.url",
         "sqlite://PATH, sqlite:///relative/path or a plain path. DATABASE_URL in .env.production sets it too.",
     ),
@@ -79,6 +91,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "cache.max_entries",
         "Most cached answers kept; 0 disables the cache.",
+    ),
+    (
+        "cache.max_bytes",
+        "Bytes of cached answers kept (bodies and keys); 0 disables the cache.",
     ),
     ("logging.level", "trace, debug, info, warn or error."),
     (

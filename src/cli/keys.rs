@@ -1,7 +1,6 @@
 //! `aica keys create|list|revoke`: API keys for the write API.
 
 use super::{Failed, Global, usage};
-use crate::http::auth::hash_key;
 use crate::store::{ContentStore, NewApiKey, ROLES, SqliteStore};
 use anyhow::Context;
 use clap::Subcommand;
@@ -50,12 +49,12 @@ pub fn run(g: &Global, cmd: KeysCmd) -> anyhow::Result<u8> {
                 ));
             }
             let store = open(g)?;
-            let key = format!("aica_{}", hex(&rand::random::<[u8; 24]>()));
+            let key = crate::store::keys::generate();
             let entry = NewApiKey {
                 name: name.clone(),
                 role: role.clone(),
-                prefix: key[..12].to_string(),
-                hash: hash_key(&key),
+                prefix: crate::store::keys::prefix(&key),
+                hash: crate::store::keys::hash(&key),
             };
             store.create_key(&entry).map_err(|e| match e {
                 crate::store::StoreError::Conflict(m) => {
@@ -119,8 +118,4 @@ pub fn run(g: &Global, cmd: KeysCmd) -> anyhow::Result<u8> {
             }
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

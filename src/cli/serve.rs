@@ -147,14 +147,17 @@ pub async fn run(g: &Global, a: &ServeArgs) -> anyhow::Result<u8> {
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let limits = crate::web::limits(&s.server);
     let backend = tokio::spawn(http::serve(
         backend_listener,
         http::app(state.clone()),
+        limits,
         wait(rx.clone()),
     ));
     let console = tokio::spawn(http::serve(
         console_listener,
         console::app(ConsoleState::new(backend_url)),
+        limits,
         wait(rx),
     ));
 

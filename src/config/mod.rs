@@ -82,6 +82,12 @@ pub struct ServerSettings {
     pub request_timeout_secs: u64,
     /// On SIGTERM, how long in-flight requests may take before the process exits.
     pub shutdown_grace_secs: u64,
+    /// A client must send a request's headers within this time, else the connection is closed.
+    pub header_read_timeout_secs: u64,
+    /// A request body that pauses longer than this between chunks is answered 408.
+    pub body_read_timeout_secs: u64,
+    /// Open connections one client address may hold (on each port); more are closed at once.
+    pub max_connections_per_ip: u32,
 }
 
 /// The content database.
@@ -113,6 +119,8 @@ pub struct PathSettings {
 pub struct CacheSettings {
     pub ttl_secs: u64,
     pub max_entries: u64,
+    /// Bytes of cached answers kept (body and key); 0 disables the cache.
+    pub max_bytes: u64,
 }
 
 /// Structured logs.
@@ -155,6 +163,9 @@ impl Default for ServerSettings {
             body_limit_bytes: 1024 * 1024,
             request_timeout_secs: 30,
             shutdown_grace_secs: 10,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 10,
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -186,6 +197,7 @@ impl Default for CacheSettings {
         CacheSettings {
             ttl_secs: 30,
             max_entries: 10_000,
+            max_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -292,6 +304,27 @@ impl Settings {
                 "0 to 600",
             ));
         }
+        for (k, v) in [
+            (
+                "server.header_read_timeout_secs",
+                self.server.header_read_timeout_secs,
+            ),
+            (
+                "server.body_read_timeout_secs",
+                self.server.body_read_timeout_secs,
+            ),
+        ] {
+            if !(1..=3600).contains(&v) {
+                return Err(invalid(k, v, "1 to 3600"));
+            }
+        }
+        if !(1..=100_000).contains(&self.server.max_connections_per_ip) {
+            return Err(invalid(
+                "server.max_connections_per_ip",
+                self.server.max_connections_per_ip,
+                "1 to 100000",
+            ));
+        }
         self.sqlite_path_raw()?;
         if !(1..=64).contains(&self.database.pool_size) {
             return Err(invalid(
@@ -316,6 +349,13 @@ impl Settings {
                 "cache.max_entries",
                 self.cache.max_entries,
                 "0 (off) to 10000000",
+            ));
+        }
+        if self.cache.max_bytes > 4 * 1024 * 1024 * 1024 {
+            return Err(invalid(
+                "cache.max_bytes",
+                self.cache.max_bytes,
+                "0 (off) to 4294967296",
             ));
         }
         if !LEVELS.contains(&self.logging.level.as_str()) {

@@ -4,11 +4,15 @@
 
 mod overview;
 
+use crate::telemetry::stats::Stats;
+use crate::web::error::ApiError;
+use crate::web::{MetricNames, Observer, ObserverConfig, RouteMetrics, SecurityHeaders};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What console handlers share.
@@ -90,25 +94,33 @@ async fn api_health(axum::extract::State(st): axum::extract::State<ConsoleState>
     resp
 }
 
-/// The console application.
+/// The console application, under the same observing layer and panic guard as
+/// the backend (its own statistics and `console_http_*` metrics).
 pub fn app(state: ConsoleState) -> Router {
+    app_with(state, Router::new())
+}
+
+/// The console with `extra` routes added (tests use it to add a route that panics).
+pub fn app_with(state: ConsoleState, extra: Router<ConsoleState>) -> Router {
     let router = Router::new()
         .route("/", get(overview::page))
         .route("/api/health", get(api_health))
+        .merge(extra)
         .fallback(|| async {
-            (
-                StatusCode::NOT_FOUND,
-                Json(crate::http::error::error_body(
-                    "not_found",
-                    "no such console page",
-                    None,
-                )),
-            )
+            ApiError::not_found("no such console page; the console has / and /api/health")
         })
         .with_state(state);
-    crate::http::SecurityHeaders {
-        csp: "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
-        hsts: false,
-    }
-    .layer(router)
+    observer().wrap(router)
+}
+
+fn observer() -> Observer {
+    Observer::new(ObserverConfig {
+        stats: Arc::new(Stats::new()),
+        metrics: Arc::new(RouteMetrics::new(MetricNames::CONSOLE)),
+        security: SecurityHeaders {
+            csp: SecurityHeaders::CONSOLE_CSP,
+            hsts: false,
+        },
+        request_timeout: Duration::from_secs(30),
+    })
 }

@@ -103,6 +103,6 @@ pub async fn page(State(st): State<ConsoleState>) -> Response {
     };
     match view.render() {
         Ok(html) => (code, Html(html)).into_response(),
-        Err(e) => crate::http::error::ApiError::internal(e).into_response(),
+        Err(e) => crate::web::error::ApiError::internal(e).into_response(),
     }
 }

@@ -1,8 +1,8 @@
 //! API-key authentication for writes, with every decision written to the audit trail.
 
 use super::AppState;
-use super::error::ApiError;
 use crate::store::{AuditEntry, ContentStore};
+use crate::web::error::ApiError;
 use axum::http::{HeaderMap, header};
 use std::net::SocketAddr;
 
@@ -36,11 +36,6 @@ pub struct Actor {
     pub client: String,
 }
 
-/// The stored form of a key: its BLAKE3 hash (keys are 190-bit random, so a fast hash is enough).
-pub fn hash_key(key: &str) -> String {
-    blake3::hash(key.as_bytes()).to_hex().to_string()
-}
-
 fn record(
     store: &dyn ContentStore,
     actor: &str,
@@ -56,10 +51,28 @@ fn record(
         target: target.into(),
         client: client.into(),
         outcome: outcome.into(),
+        count: 1,
     };
-    if let Err(e) = store.audit(&entry) {
+    // Anonymous clients cannot grow the trail without bound: their refusals are
+    // counted per client, action and minute in one row.
+    let res = if actor == ANONYMOUS {
+        store.audit_aggregated(&entry)
+    } else {
+        store.audit(&entry)
+    };
+    if let Err(e) = res {
         tracing::error!(error = %e, action, "could not write audit entry");
     }
+}
+
+const ANONYMOUS: &str = "anonymous";
+
+/// The key of `Authorization: Bearer <key>`; the scheme is case-insensitive (RFC 9110 §11.1).
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_string())
 }
 
 /// Check the bearer key for `need`; failures are audited and answered 401/403.
@@ -72,29 +85,30 @@ pub async fn require(
     target: String,
 ) -> Result<Actor, ApiError> {
     let client = addr.ip().to_string();
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_string);
-    let store = st.store.clone();
-    tokio::task::spawn_blocking(move || {
+    let token = bearer(headers);
+    st.with_store(move |store| {
         let Some(token) = token else {
-            record(&*store, "anonymous", action, &target, &client, "unauthenticated");
+            record(store, ANONYMOUS, action, &target, &client, "unauthenticated");
             return Err(ApiError::unauthorized(
                 "this request needs an API key: send 'Authorization: Bearer <key>' (create one with 'aica keys create')",
             ));
         };
-        let key = store.find_key(&hash_key(&token))?;
+        let key = store.find_key(&crate::store::keys::hash(&token))?;
         let Some(key) = key else {
-            record(&*store, "anonymous", action, &target, &client, "unauthenticated");
+            record(store, ANONYMOUS, action, &target, &client, "unauthenticated");
             return Err(ApiError::unauthorized("the API key is unknown or revoked"));
         };
-        let role = Role::parse(&key.role).unwrap_or(Role::Editor);
+        // Fail closed: a role this version does not know grants nothing.
+        let Some(role) = Role::parse(&key.role) else {
+            tracing::error!(key = %key.name, role = %key.role, "API key has an unknown role; request denied");
+            record(store, &key.name, action, &target, &client, "denied");
+            return Err(ApiError::forbidden(format!(
+                "key {:?} has the unknown role {:?}; an admin must replace it ('aica keys revoke', then 'aica keys create')",
+                key.name, key.role
+            )));
+        };
         if role < need {
-            record(&*store, &key.name, action, &target, &client, "denied");
+            record(store, &key.name, action, &target, &client, "denied");
             return Err(ApiError::forbidden(format!(
                 "key {:?} has role {}, this request needs {}",
                 key.name,
@@ -109,10 +123,38 @@ pub async fn require(
 
 /// Record a completed write.
 pub async fn audit_ok(st: &AppState, actor: &Actor, action: &'static str, target: String) {
+    audit_outcome(st, actor, action, target, "ok".into()).await
+}
+
+/// The audit outcome of an authenticated request: `ok`, `refused <status>` for
+/// a client mistake (400, 404, 408, 409, 413, 415, 422), `failed <status>` for ours.
+pub fn outcome<T>(result: &Result<T, ApiError>) -> String {
+    match result {
+        Ok(_) => "ok".to_string(),
+        Err(e) if e.status.is_client_error() => format!("refused {}", e.status.as_u16()),
+        Err(e) => format!("failed {}", e.status.as_u16()),
+    }
+}
+
+/// Record an outcome (see [`outcome`]) for an authenticated actor.
+pub async fn audit_outcome(
+    st: &AppState,
+    actor: &Actor,
+    action: &'static str,
+    target: String,
+    outcome: String,
+) {
     let store = st.store.clone();
     let actor = actor.clone();
     let _ = tokio::task::spawn_blocking(move || {
-        record(&*store, &actor.name, action, &target, &actor.client, "ok")
+        record(
+            &*store,
+            &actor.name,
+            action,
+            &target,
+            &actor.client,
+            &outcome,
+        )
     })
     .await;
 }

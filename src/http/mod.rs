@@ -5,24 +5,26 @@
 
 pub mod auth;
 pub mod cache;
-pub mod error;
-pub mod middleware;
 pub mod params;
 mod routes;
+
+pub use crate::web::error;
+pub use crate::web::serve::{Limits, serve};
 
 use crate::config::Settings;
 use crate::store::ContentStore;
 use crate::telemetry::stats::Stats;
+use crate::web::{MetricNames, Observer, ObserverConfig, RouteMetrics, SecurityHeaders};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{DefaultPredicate, Predicate};
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 /// Result of the last background `PRAGMA quick_check`.
 #[derive(Debug, Clone)]
@@ -54,10 +56,12 @@ pub struct Shared {
     pub data_dir: PathBuf,
     /// Where backups are, for the backup age check and metrics.
     pub backups_dir: PathBuf,
-    pub request_timeout: Duration,
     pub quick_check: Arc<Mutex<Option<QuickCheck>>>,
-    pub security: SecurityHeaders,
-    pub route_metrics: Arc<middleware::RouteMetrics>,
+    /// Request id, metrics, stats, logs, error shape and panic guard of this face.
+    pub observer: Observer,
+    /// One permit per pooled connection: database work waits here (async)
+    /// rather than on a blocking thread, so a burst cannot pile up threads.
+    db_permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -67,25 +71,45 @@ impl AppState {
         paths: &crate::config::Paths,
     ) -> AppState {
         let data_dir = paths.data.clone();
-        let settings_hsts = settings.server.public_url.starts_with("https://");
+        let pool_size = settings.database.pool_size.max(1) as usize;
+        let stats = Arc::new(Stats::new());
+        let observer = Observer::new(ObserverConfig {
+            stats: stats.clone(),
+            metrics: Arc::new(RouteMetrics::new(MetricNames::API)),
+            security: SecurityHeaders {
+                csp: SecurityHeaders::API_CSP,
+                hsts: settings.server.public_url.starts_with("https://"),
+            },
+            request_timeout: Duration::from_secs(settings.server.request_timeout_secs),
+        });
+        let cache = cache::ReadCache::new(
+            settings.cache.max_entries,
+            settings.cache.max_bytes,
+            Duration::from_secs(settings.cache.ttl_secs),
+        );
+        cache.spawn_upkeep();
         AppState(Arc::new(Shared {
             store,
-            cache: cache::ReadCache::new(
-                settings.cache.max_entries,
-                Duration::from_secs(settings.cache.ttl_secs),
-            ),
-            stats: Arc::new(Stats::new()),
-            request_timeout: Duration::from_secs(settings.server.request_timeout_secs),
+            cache,
+            stats,
             settings: Arc::new(settings),
             data_dir,
             backups_dir: paths.backups.clone(),
             quick_check: Arc::default(),
-            security: SecurityHeaders {
-                csp: SecurityHeaders::API_CSP,
-                hsts: settings_hsts,
-            },
-            route_metrics: Arc::default(),
+            observer,
+            db_permits: Arc::new(tokio::sync::Semaphore::new(pool_size)),
         }))
+    }
+
+    /// Run `f` with the store on a blocking thread, once a pooled connection is free.
+    pub async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn ContentStore) -> T + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
+        // The semaphore is never closed, so acquiring only fails if it were.
+        let _permit = self.db_permits.acquire().await;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&*store)).await
     }
 
     /// Run `PRAGMA quick_check` now and remember the result for `/health/detailed`.
@@ -137,85 +161,95 @@ fn cors(settings: &Settings) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-/// Security headers for every answer; `csp` differs between API and console.
-#[derive(Clone, Copy, Debug)]
-pub struct SecurityHeaders {
-    pub csp: &'static str,
-    /// Send HSTS (only when the public URL is https).
-    pub hsts: bool,
+/// Compress successful answers only: error bodies stay plain JSON, so the
+/// observing layer can add the request id to them.
+fn compress_when() -> impl Predicate {
+    DefaultPredicate::new().and(
+        |status: axum::http::StatusCode,
+         _: axum::http::Version,
+         _: &axum::http::HeaderMap,
+         _: &axum::http::Extensions| status.is_success(),
+    )
 }
 
-impl SecurityHeaders {
-    /// The API serves JSON only: nothing may be loaded or framed.
-    pub const API_CSP: &'static str = "default-src 'none'; frame-ancestors 'none'";
-
-    /// Add each header the response does not set itself.
-    pub fn apply(&self, h: &mut axum::http::HeaderMap) {
-        let mut set = |name: HeaderName, value: &'static str| {
-            h.entry(name).or_insert(HeaderValue::from_static(value));
-        };
-        set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-        set(header::X_FRAME_OPTIONS, "DENY");
-        set(header::REFERRER_POLICY, "no-referrer");
-        set(header::CONTENT_SECURITY_POLICY, self.csp);
-        if self.hsts {
-            set(
-                header::STRICT_TRANSPORT_SECURITY,
-                "max-age=31536000; includeSubDomains",
-            );
-        }
+/// Content negotiation before the handler: writes are never negotiated (their
+/// answer is small JSON, and a refused encoding must not turn a committed write
+/// into a 406); a read whose `Accept-Encoding` refuses everything we have gets
+/// our JSON 406 without running the handler.
+async fn negotiate(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        req.headers_mut().remove(header::ACCEPT_ENCODING);
+        return next.run(req).await;
     }
-
-    /// Wrap a whole router (used by the console; the backend applies them in its middleware).
-    pub fn layer<S: Clone + Send + Sync + 'static>(self, router: Router<S>) -> Router<S> {
-        router.layer(axum::middleware::map_response(
-            move |mut r: axum::response::Response| async move {
-                self.apply(r.headers_mut());
-                r
-            },
-        ))
+    if let Some(ae) = req.headers().get(header::ACCEPT_ENCODING)
+        && !encodable(ae).await
+    {
+        return axum::response::IntoResponse::into_response(error::ApiError::new(
+            axum::http::StatusCode::NOT_ACCEPTABLE,
+            "not_acceptable",
+            "Accept-Encoding refuses every encoding this server has (identity, gzip, br); allow one of them",
+        ));
     }
+    next.run(req).await
 }
 
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
-    tracing::error!("handler panicked");
-    let body = error::error_body("internal", "internal error", None);
-    axum::response::IntoResponse::into_response((
-        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        axum::Json(body),
-    ))
+/// Whether the compression layer can satisfy `accept_encoding`: asks the same
+/// layer (tower-http's negotiation) with an empty response. Only a header with a
+/// zero weight can refuse everything, so others skip the probe.
+async fn encodable(accept_encoding: &HeaderValue) -> bool {
+    use tower::{Layer, ServiceExt};
+    if !accept_encoding
+        .as_bytes()
+        .to_ascii_lowercase()
+        .windows(3)
+        .any(|w| w == b"q=0")
+    {
+        return true;
+    }
+    let probe = compression().layer(tower::service_fn(|_: axum::http::Request<()>| async {
+        Ok::<_, std::convert::Infallible>(axum::http::Response::new(axum::body::Body::empty()))
+    }));
+    let mut req = axum::http::Request::new(());
+    req.headers_mut()
+        .insert(header::ACCEPT_ENCODING, accept_encoding.clone());
+    probe
+        .oneshot(req)
+        .await
+        .map(|r| r.status() != axum::http::StatusCode::NOT_ACCEPTABLE)
+        .unwrap_or(true)
+}
+
+fn compression() -> CompressionLayer<impl Predicate> {
+    CompressionLayer::new()
+        .gzip(true)
+        .br(true)
+        .compress_when(compress_when())
 }
 
 /// The backend application.
 pub fn app(state: AppState) -> Router {
-    let body_limit = state.settings.server.body_limit_bytes as usize;
-    let cors = cors(&state.settings);
-    // One `layer` call: axum boxes each layer per route, so stacking them in a
-    // single ServiceBuilder costs one box and one clone per request, not five.
-    // Outermost first.
-    let stack = tower::ServiceBuilder::new()
-        .layer(cors)
-        .layer(CompressionLayer::new().gzip(true).br(true))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::observe,
-        ));
-    routes::routes().layer(stack).with_state(state)
+    app_with(state, Router::new())
 }
 
-/// Serve `router` on `listener` until `shutdown` resolves, then stop accepting
-/// and let in-flight requests finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+/// The backend with `extra` routes merged into its route table, under the same
+/// layers (tests use it to add a route that panics).
+pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
+    let body_limit = state.settings.server.body_limit_bytes as usize;
+    let body_timeout = Duration::from_secs(state.settings.server.body_read_timeout_secs);
+    let cors = cors(&state.settings);
+    let observer = state.observer.clone();
+    // One `layer` call: axum boxes each layer per route, so stacking them in a
+    // single ServiceBuilder costs one box and one clone per request.
+    // Outermost first; the observing layer and its panic guard go around all of it.
+    let stack = tower::ServiceBuilder::new()
+        .layer(cors)
+        .layer(axum::middleware::from_fn(negotiate))
+        .layer(compression())
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
+        .layer(DefaultBodyLimit::max(body_limit));
+    let router = routes::routes().merge(extra).layer(stack).with_state(state);
+    observer.wrap(router)
 }

@@ -1,10 +1,10 @@
 //! Query-string parsing with errors that name the parameter and what is allowed.
 
-use super::error::ApiError;
 use crate::store::{
-    ARTICLE_STATUSES, ArticleFilter, NEWSLETTER_STATUSES, NewsletterFilter, Paging, TrendFilter,
-    normalize_time,
+    ARTICLE_STATUSES, ArticleFilter, NEWSLETTER_STATUSES, NewsletterFilter, Paging, TIME_FORMS,
+    TrendFilter, normalize_time,
 };
+use crate::web::error::ApiError;
 use std::collections::HashMap;
 
 pub const MAX_LIMIT: i64 = 100;
@@ -96,7 +96,7 @@ impl Query {
                 None => Ok(None),
                 Some(v) => normalize_time(&v, end).map(Some).ok_or_else(|| {
                     ApiError::bad_request(format!(
-                        "query parameter {key:?} must be a date (2026-01-31) or RFC 3339 time (2026-01-31T09:00:00Z), got {:?}",
+                        "query parameter {key:?} must be {TIME_FORMS}, got {:?}",
                         truncate(&v)
                     ))
                 }),
@@ -171,6 +171,8 @@ pub fn newsletter_filter(raw: Option<&str>) -> Result<NewsletterFilter, ApiError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
 
     fn msg(r: Result<ArticleFilter, ApiError>) -> String {
         r.unwrap_err().message
@@ -194,6 +196,85 @@ mod tests {
         assert!(msg(article_filter(Some("from=2026-02-01&to=2026-01-01"))).contains("swap"));
         assert!(msg(article_filter(Some("from=yesterday"))).contains("RFC 3339"));
         assert!(msg(article_filter(Some("category=%FF%FE"))).contains("UTF-8"));
+    }
+
+    #[test]
+    fn out_of_range_dates_name_the_parameter() {
+        for (q, key) in [
+            ("from=9999-12-31T23:59:59-01:00", "\"from\""),
+            ("to=9999-12-31T23:59:59-01:00", "\"to\""),
+            ("from=0001-01-01T00:00:00%2B01:00", "\"from\""),
+        ] {
+            let m = msg(article_filter(Some(q)));
+            assert!(m.contains(key) && m.contains("9999"), "{q}: {m}");
+            let m = trend_filter(Some(q)).err().unwrap().message;
+            assert!(m.contains(key), "{q}: {m}");
+            let m = newsletter_filter(Some(q)).err().unwrap().message;
+            assert!(m.contains(key), "{q}: {m}");
+        }
+    }
+
+    /// Query text: anything printable or percent-encoded, and dates near the edges.
+    fn query() -> impl Strategy<Value = String> {
+        let value = prop_oneof![
+            "\\PC{0,40}",
+            "(%[0-9A-Fa-f]{2}){0,10}",
+            crate::store::test_strategies::time_text(),
+            any::<i64>().prop_map(|n| n.to_string()),
+        ];
+        let key = prop_oneof![
+            Just("skip"),
+            Just("limit"),
+            Just("from"),
+            Just("to"),
+            Just("status"),
+            Just("category"),
+            Just("tag"),
+            Just("name"),
+            Just("author"),
+        ];
+        prop::collection::vec((key, value), 0..6).prop_map(|kv| {
+            kv.iter()
+                .map(|(k, v)| {
+                    let v = v.replace('+', "%2B");
+                    format!("{k}={v}")
+                })
+                .collect::<Vec<_>>()
+                .join("&")
+        })
+    }
+
+    fn check<T>(r: Result<T, ApiError>) -> Result<(), TestCaseError> {
+        if let Err(e) = r {
+            prop_assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+            prop_assert!(e.message.len() > 10);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn article_query_never_panics(q in query(), raw in "\\PC{0,80}") {
+            check(article_filter(Some(&q)))?;
+            check(article_filter(Some(&raw)))?;
+        }
+
+        #[test]
+        fn trend_query_never_panics(q in query(), raw in "\\PC{0,80}") {
+            check(trend_filter(Some(&q)))?;
+            check(trend_filter(Some(&raw)))?;
+        }
+
+        #[test]
+        fn newsletter_query_never_panics(q in query(), raw in "\\PC{0,80}") {
+            check(newsletter_filter(Some(&q)))?;
+            check(newsletter_filter(Some(&raw)))?;
+        }
+
+        #[test]
+        fn paging_query_never_panics(q in query()) {
+            check(Query::parse(Some(&q), &["skip", "limit"]).and_then(|q| q.paging()))?;
+        }
     }
 
     #[test]

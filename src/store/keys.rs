@@ -1,4 +1,5 @@
-//! API key records and the audit trail.
+//! API keys (generation, hashing, records) and the audit trail: the one home
+//! for key material, used by the CLI (`aica keys`) and the HTTP layer alike.
 
 use super::model::{ApiKey, AuditEntry, NewApiKey};
 use super::{Result, StoreError};
@@ -14,6 +15,23 @@ fn key(r: &Row) -> rusqlite::Result<ApiKey> {
         last_used_at: r.get(4)?,
         revoked_at: r.get(5)?,
     })
+}
+
+/// A new random key: `aica_` and 48 hex digits (192 bits).
+pub fn generate() -> String {
+    let bytes = rand::random::<[u8; 24]>();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("aica_{hex}")
+}
+
+/// The stored form of a key: its BLAKE3 hash (keys are 192-bit random, so a fast hash is enough).
+pub fn hash(key: &str) -> String {
+    blake3::hash(key.as_bytes()).to_hex().to_string()
+}
+
+/// The first characters of a key, stored to recognise it.
+pub fn prefix(key: &str) -> String {
+    key.chars().take(12).collect()
 }
 
 const COLS: &str = "name, role, prefix, created_at, last_used_at, revoked_at";
@@ -67,14 +85,48 @@ pub fn revoke(c: &mut Connection, name: &str) -> Result<bool> {
 }
 
 pub fn audit(c: &mut Connection, e: &AuditEntry) -> Result<()> {
-    c.prepare_cached("INSERT INTO audit_log (at, actor, action, target, client, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-        .execute(params![e.at, e.actor, e.action, e.target, e.client, e.outcome])?;
+    insert_audit(c, e)
+}
+
+fn insert_audit(c: &Connection, e: &AuditEntry) -> Result<()> {
+    c.prepare_cached("INSERT INTO audit_log (at, actor, action, target, client, outcome, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
+        .execute(params![e.at, e.actor, e.action, e.target, e.client, e.outcome, e.count.max(1)])?;
+    Ok(())
+}
+
+/// Like [`audit`], but counted into the row of the same actor, client, action and
+/// outcome written in the same minute, if there is one: a client hammering the
+/// API without a key adds at most one row per action and minute.
+pub fn audit_aggregated(c: &mut Connection, e: &AuditEntry) -> Result<()> {
+    // `at` is `YYYY-MM-DDTHH:MM:SSZ`: the minute starts at `YYYY-MM-DDTHH:MM:00Z`.
+    let minute_start = match e.at.get(..17) {
+        Some(p) => format!("{p}00Z"),
+        None => return audit(c, e),
+    };
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let n = tx
+        .prepare_cached(
+            "UPDATE audit_log SET count = count + 1 WHERE id = (SELECT id FROM audit_log \
+             WHERE client = ?1 AND at >= ?2 AND actor = ?3 AND action = ?4 AND outcome = ?5 \
+             ORDER BY id DESC LIMIT 1)",
+        )?
+        .execute(params![
+            e.client,
+            minute_start,
+            e.actor,
+            e.action,
+            e.outcome
+        ])?;
+    if n == 0 {
+        insert_audit(&tx, e)?;
+    }
+    tx.commit()?;
     Ok(())
 }
 
 pub fn recent_audit(c: &mut Connection, limit: u32) -> Result<Vec<AuditEntry>> {
     let mut stmt = c.prepare(
-        "SELECT at, actor, action, target, client, outcome FROM audit_log ORDER BY id DESC LIMIT ?1",
+        "SELECT at, actor, action, target, client, outcome, count FROM audit_log ORDER BY id DESC LIMIT ?1",
     )?;
     let rows = stmt
         .query_map([limit], |r| {
@@ -85,6 +137,7 @@ pub fn recent_audit(c: &mut Connection, limit: u32) -> Result<Vec<AuditEntry>> {
                 target: r.get(3)?,
                 client: r.get(4)?,
                 outcome: r.get(5)?,
+                count: r.get(6)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;

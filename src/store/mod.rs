@@ -5,13 +5,15 @@
 //! added without touching HTTP or CLI code. Operations that only make sense for an
 //! embedded SQLite file say so and return [`StoreError::Unsupported`] elsewhere.
 
-mod keys;
+pub mod keys;
 mod model;
 mod queries;
 mod schema;
 mod seed;
 mod sqlite;
 
+#[cfg(test)]
+pub use model::test_strategies;
 pub use model::*;
 pub use schema::SCHEMA_VERSION;
 pub use sqlite::SqliteStore;
@@ -25,10 +27,15 @@ pub enum StoreError {
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
+    /// Another writer holds the database; retrying shortly may succeed.
+    #[error("database busy: {0}")]
+    Busy(String),
+    /// The database cannot be reached (no pooled connection, file unreadable).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: a bug or a damaged database; the detail is for the log.
     #[error("database error: {0}")]
-    Db(#[from] rusqlite::Error),
-    #[error("database connection pool: {0}")]
-    Pool(#[from] r2d2::Error),
+    Internal(String),
     #[error(
         "the database schema is version {found}, newer than this aica (version {supported}); upgrade aica or restore an older backup"
     )]
@@ -38,6 +45,32 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// SQLite errors are classified here, so nothing above the store sees rusqlite.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        use rusqlite::ErrorCode as C;
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _) => match f.code {
+                C::DatabaseBusy | C::DatabaseLocked => StoreError::Busy(e.to_string()),
+                C::CannotOpen
+                | C::NotADatabase
+                | C::ReadOnly
+                | C::DiskFull
+                | C::SystemIoFailure
+                | C::PermissionDenied => StoreError::Unavailable(e.to_string()),
+                _ => StoreError::Internal(e.to_string()),
+            },
+            _ => StoreError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<r2d2::Error> for StoreError {
+    fn from(e: r2d2::Error) -> StoreError {
+        StoreError::Unavailable(format!("no database connection: {e}"))
+    }
+}
 
 /// Schema state as seen by the readiness probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -56,7 +89,7 @@ impl SchemaStatus {
 pub trait ContentStore: Send + Sync {
     /// Short name of the backend ("sqlite").
     fn backend(&self) -> &'static str;
-    /// A trivial round trip; returns how long it took.
+    /// A round trip that reads the database (its schema); returns how long it took.
     fn ping(&self) -> Result<Duration>;
     /// The same round trip only if it cannot block (an idle connection is at
     /// hand); `None` otherwise. Lets `/health` answer without a thread hop.
@@ -89,6 +122,8 @@ pub trait ContentStore: Send + Sync {
     fn list_keys(&self) -> Result<Vec<ApiKey>>;
     fn revoke_key(&self, name: &str) -> Result<bool>;
     fn audit(&self, entry: &AuditEntry) -> Result<()>;
+    /// Audit, counting repeats (same actor, client, action, outcome, minute) in one row.
+    fn audit_aggregated(&self, entry: &AuditEntry) -> Result<()>;
     fn recent_audit(&self, limit: u32) -> Result<Vec<AuditEntry>>;
 
     /// `PRAGMA quick_check` (SQLite only): `Ok(None)` when clean, else the first problem.
@@ -97,4 +132,9 @@ pub trait ContentStore: Send + Sync {
     fn checkpoint(&self) -> Result<()>;
     /// Size of the database files on disk in bytes (SQLite only).
     fn size_bytes(&self) -> Result<u64>;
+    /// `Some(problem)` when the database file at the configured path is no longer
+    /// the one this store has open (deleted, or replaced by a rename) (SQLite only).
+    fn file_replaced(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
 }

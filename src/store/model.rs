@@ -201,8 +201,11 @@ pub struct AuditEntry {
     pub action: String,
     pub target: String,
     pub client: String,
-    /// `ok`, `denied`, `unauthenticated`, `failed`.
+    /// `ok`, `denied`, `unauthenticated`, or `refused` with the status (`refused 409`).
     pub outcome: String,
+    /// How many attempts this row stands for: anonymous refusals from one client
+    /// are counted per minute and action in one row.
+    pub count: i64,
 }
 
 /// A slug: 1–120 of `a-z 0-9 -`, not starting or ending with `-`.
@@ -215,21 +218,33 @@ pub fn valid_slug(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-/// Normalise a date (`YYYY-MM-DD`) or RFC 3339 UTC timestamp; `end` makes a date mean its last second.
+/// What [`normalize_time`] accepts, for error messages.
+pub const TIME_FORMS: &str =
+    "a date (2026-01-31) or RFC 3339 time (2026-01-31T09:00:00Z) from year 0001 to 9999 (UTC)";
+
+/// Normalise a date (`YYYY-MM-DD`) or RFC 3339 timestamp to UTC `YYYY-MM-DDTHH:MM:SSZ`;
+/// `end` makes a date mean its last second. `None` for anything else, including
+/// times whose UTC year falls outside 0001..=9999 (the text form must stay sortable).
 pub fn normalize_time(s: &str, end: bool) -> Option<String> {
     use time::format_description::well_known::Rfc3339;
     let s = s.trim();
-    if let Ok(d) = time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")) {
+    let t = if let Ok(d) =
+        time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
+    {
         let t = if end {
             time::Time::from_hms(23, 59, 59).ok()?
         } else {
             time::Time::MIDNIGHT
         };
-        return Some(crate::util::fmt_time(d.with_time(t).assume_utc()));
-    }
-    time::OffsetDateTime::parse(s, &Rfc3339)
-        .ok()
-        .map(|t| crate::util::fmt_time(t.to_offset(time::UtcOffset::UTC)))
+        d.with_time(t).assume_utc()
+    } else {
+        time::OffsetDateTime::parse(s, &Rfc3339)
+            .ok()?
+            .checked_to_offset(time::UtcOffset::UTC)?
+    };
+    (1..=9999)
+        .contains(&t.year())
+        .then(|| crate::util::fmt_time(t))
 }
 
 fn check(ok: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
@@ -261,7 +276,10 @@ fn slug(v: &str) -> Result<(), String> {
 fn opt_time(field: &str, v: &mut Option<String>) -> Result<(), String> {
     if let Some(s) = v {
         *v = Some(normalize_time(s, false).ok_or_else(|| {
-            format!("field '{field}' must be a date (2026-01-31) or RFC 3339 time (2026-01-31T09:00:00Z), got {s:?}")
+            format!(
+                "field '{field}' must be {TIME_FORMS}, got {:?}",
+                s.chars().take(40).collect::<String>()
+            )
         })?);
     }
     Ok(())
@@ -317,11 +335,11 @@ impl TrendInput {
         })?;
         let p = normalize_time(&self.period, false).ok_or_else(|| {
             format!(
-                "field 'period' must be a date such as 2026-01-05, got {:?}",
-                self.period
+                "field 'period' must be a date such as 2026-01-05 (year 0001 to 9999), got {:?}",
+                self.period.chars().take(40).collect::<String>()
             )
         })?;
-        self.period = p[..10].to_string();
+        self.period = p.get(..10).unwrap_or(&p).to_string();
         Ok(())
     }
 }
@@ -348,9 +366,53 @@ impl NewsletterInput {
     }
 }
 
+/// Strategies for property tests of every parser that takes a time.
+#[cfg(test)]
+pub mod test_strategies {
+    use proptest::prelude::*;
+
+    /// Dates and RFC 3339 times across the whole four-digit range, with offsets
+    /// (so conversion to UTC can leave the range), plus arbitrary text.
+    pub fn time_text() -> impl Strategy<Value = String> {
+        let year = prop_oneof![0i32..=9999, Just(0), Just(1), Just(9999)];
+        let stamp = (
+            year.clone(),
+            1u8..=12,
+            1u8..=31,
+            0u8..=23,
+            0u8..=59,
+            0u8..=60,
+            -25i8..=25,
+            0u8..=59,
+        )
+            .prop_map(|(y, mo, d, h, mi, s, oh, om)| {
+                let sign = if oh < 0 { '-' } else { '+' };
+                format!(
+                    "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{sign}{:02}:{om:02}",
+                    oh.unsigned_abs()
+                )
+            });
+        // The edges of the range, where an offset moves the UTC time out of it.
+        let edge = (any::<bool>(), 0u8..=25, 0u8..=59).prop_map(|(top, h, m)| {
+            if top {
+                format!("9999-12-31T23:59:59-{h:02}:{m:02}")
+            } else {
+                format!("0001-01-01T00:00:00+{h:02}:{m:02}")
+            }
+        });
+        prop_oneof![
+            stamp,
+            edge,
+            (year, 0u8..=13, 0u8..=32).prop_map(|(y, m, d)| format!("{y:04}-{m:02}-{d:02}")),
+            "\\PC{0,30}",
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn slugs() {
@@ -384,6 +446,58 @@ mod tests {
             "2026-01-31T01:00:00Z"
         );
         assert!(normalize_time("31/01/2026", false).is_none());
+        // Offsets that push the UTC time past year 9999 (or before 0001) are refused, not a panic.
+        assert!(normalize_time("9999-12-31T23:59:59-01:00", false).is_none());
+        assert!(normalize_time("0001-01-01T00:00:00+01:00", true).is_none());
+        assert_eq!(
+            normalize_time("9999-12-31T23:59:59Z", false).unwrap(),
+            "9999-12-31T23:59:59Z"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn normalize_time_never_panics(t in test_strategies::time_text(), end in any::<bool>()) {
+            if let Some(n) = normalize_time(&t, end) {
+                prop_assert_eq!(n.len(), 20, "{}", n);
+            }
+        }
+
+        /// JSON bodies: any text in any time field is a clear error or a normal value.
+        #[test]
+        fn bodies_never_panic(
+            t in test_strategies::time_text(),
+            text in "\\PC{0,20}",
+            tags in prop::collection::vec("\\PC{0,12}", 0..4),
+            num in any::<f64>(),
+        ) {
+            let article = serde_json::json!({"slug": "s", "title": text, "body": "b", "author": "a",
+                "category": "c", "tags": tags, "status": "draft", "published_at": t});
+            if let Ok(mut a) = serde_json::from_value::<ArticleInput>(article)
+                && let Err(e) = a.validate()
+            {
+                prop_assert!(e.contains("field '"));
+            }
+            let trend = serde_json::json!({"name": text, "category": "c", "period": t, "score": num});
+            if let Ok(mut tr) = serde_json::from_value::<TrendInput>(trend) {
+                match tr.validate() {
+                    Ok(()) => prop_assert_eq!(tr.period.len(), 10),
+                    Err(e) => prop_assert!(e.contains("field '")),
+                }
+            }
+            let news = serde_json::json!({"slug": "n", "title": text, "body": "b", "status": "sent",
+                "issued_at": t, "open_rate": num});
+            if let Ok(mut n) = serde_json::from_value::<NewsletterInput>(news)
+                && let Err(e) = n.validate()
+            {
+                prop_assert!(e.contains("field '"));
+            }
+        }
+
+        #[test]
+        fn slugs_never_panic(s in "\\PC{0,130}") {
+            let _ = valid_slug(&s);
+        }
     }
 
     #[test]

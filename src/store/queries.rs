@@ -70,11 +70,18 @@ impl Where {
 }
 
 const ARTICLE_COLS: &str = "a.id, a.slug, a.title, a.summary, a.author, a.category, \
-    (SELECT group_concat(tag, ',') FROM (SELECT tag FROM article_tags t WHERE t.article_id = a.id ORDER BY tag)), \
+    (SELECT json_group_array(tag) FROM (SELECT tag FROM article_tags t WHERE t.article_id = a.id ORDER BY tag)), \
     a.status, a.published_at, a.updated_at";
 
 fn article_summary(r: &Row) -> rusqlite::Result<ArticleSummary> {
+    // A JSON array, so tags holding commas (or anything else) come back as stored.
     let tags: Option<String> = r.get(6)?;
+    let tags: Vec<String> = match tags {
+        None => Vec::new(),
+        Some(t) => serde_json::from_str(&t).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+    };
     Ok(ArticleSummary {
         id: r.get(0)?,
         slug: r.get(1)?,
@@ -82,9 +89,7 @@ fn article_summary(r: &Row) -> rusqlite::Result<ArticleSummary> {
         summary: r.get(3)?,
         author: r.get(4)?,
         category: r.get(5)?,
-        tags: tags
-            .map(|t| t.split(',').map(str::to_string).collect())
-            .unwrap_or_default(),
+        tags,
         status: r.get(7)?,
         published_at: r.get(8)?,
         updated_at: r.get(9)?,
@@ -139,7 +144,7 @@ fn unique_violation(e: rusqlite::Error, what: &str) -> StoreError {
         {
             StoreError::Conflict(format!("{what} already exists"))
         }
-        _ => StoreError::Db(e),
+        _ => e.into(),
     }
 }
 
@@ -164,9 +169,13 @@ pub fn create_article(c: &mut Connection, i: &ArticleInput) -> Result<Article> {
     .map_err(|e| unique_violation(e, &format!("an article with slug {:?}", i.slug)))?;
     let id = tx.last_insert_rowid();
     write_tags(&tx, id, &i.tags)?;
+    // Read back inside the transaction: the answer is what this write committed,
+    // whatever a concurrent delete does next.
+    let out = get_article(&tx, &i.slug)?.ok_or_else(|| {
+        StoreError::Internal("inserted article not readable in its transaction".into())
+    })?;
     tx.commit()?;
-    get_article(c, &i.slug)?
-        .ok_or_else(|| StoreError::Invalid("article vanished after insert".into()))
+    Ok(out)
 }
 
 pub fn update_article(c: &mut Connection, slug: &str, i: &ArticleInput) -> Result<Option<Article>> {
@@ -184,8 +193,9 @@ pub fn update_article(c: &mut Connection, slug: &str, i: &ArticleInput) -> Resul
     )
     .map_err(|e| unique_violation(e, &format!("an article with slug {:?}", i.slug)))?;
     write_tags(&tx, id, &i.tags)?;
+    let out = get_article(&tx, &i.slug)?;
     tx.commit()?;
-    get_article(c, &i.slug)
+    Ok(out)
 }
 
 /// Delete the row of `table` whose `key` column equals `value`; table and column are constants.
@@ -215,12 +225,10 @@ pub fn list_trends(c: &Connection, f: &TrendFilter) -> Result<Page<Trend>> {
     let mut w = Where::default();
     w.eq("category", &f.category);
     w.eq("name", &f.name);
-    w.cmp(
-        "period",
-        ">=",
-        &f.from.as_ref().map(|s| s[..10].to_string()),
-    );
-    w.cmp("period", "<=", &f.to.as_ref().map(|s| s[..10].to_string()));
+    // Periods are dates: compare the date part of the (normalised) bounds.
+    let day = |s: &String| s.get(..10).unwrap_or(s).to_string();
+    w.cmp("period", ">=", &f.from.as_ref().map(day));
+    w.cmp("period", "<=", &f.to.as_ref().map(day));
     w.page(
         c,
         TREND_COLS,
@@ -240,18 +248,24 @@ fn get_trend(c: &Connection, id: i64) -> Result<Option<Trend>> {
 }
 
 pub fn create_trend(c: &mut Connection, i: &TrendInput) -> Result<Trend> {
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let ts = now();
-    c.execute(
+    tx.execute(
         "INSERT INTO trends (name, category, period, score, growth_pct, mentions, summary, created_at, updated_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
         params![i.name, i.category, i.period, i.score, i.growth_pct, i.mentions, i.summary, ts],
     )
     .map_err(|e| unique_violation(e, &format!("a trend {:?} for period {}", i.name, i.period)))?;
-    get_trend(c, c.last_insert_rowid())?.ok_or_else(|| StoreError::Invalid("trend vanished".into()))
+    let out = get_trend(&tx, tx.last_insert_rowid())?.ok_or_else(|| {
+        StoreError::Internal("inserted trend not readable in its transaction".into())
+    })?;
+    tx.commit()?;
+    Ok(out)
 }
 
 pub fn update_trend(c: &mut Connection, id: i64, i: &TrendInput) -> Result<Option<Trend>> {
-    let n = c
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let n = tx
         .execute(
             "UPDATE trends SET name=?1, category=?2, period=?3, score=?4, growth_pct=?5, mentions=?6, summary=?7, \
              updated_at=?8 WHERE id=?9",
@@ -261,7 +275,9 @@ pub fn update_trend(c: &mut Connection, id: i64, i: &TrendInput) -> Result<Optio
     if n == 0 {
         return Ok(None);
     }
-    get_trend(c, id)
+    let out = get_trend(&tx, id)?;
+    tx.commit()?;
+    Ok(out)
 }
 
 const NEWSLETTER_COLS: &str =
@@ -305,15 +321,19 @@ fn get_newsletter(c: &Connection, id: i64) -> Result<Option<Newsletter>> {
 }
 
 pub fn create_newsletter(c: &mut Connection, i: &NewsletterInput) -> Result<Newsletter> {
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let ts = now();
-    c.execute(
+    tx.execute(
         "INSERT INTO newsletters (slug, title, body, status, issued_at, recipients, open_rate, created_at, updated_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
         params![i.slug, i.title, i.body, i.status, i.issued_at, i.recipients, i.open_rate, ts],
     )
     .map_err(|e| unique_violation(e, &format!("a newsletter with slug {:?}", i.slug)))?;
-    get_newsletter(c, c.last_insert_rowid())?
-        .ok_or_else(|| StoreError::Invalid("newsletter vanished".into()))
+    let out = get_newsletter(&tx, tx.last_insert_rowid())?.ok_or_else(|| {
+        StoreError::Internal("inserted newsletter not readable in its transaction".into())
+    })?;
+    tx.commit()?;
+    Ok(out)
 }
 
 pub fn update_newsletter(
@@ -321,7 +341,8 @@ pub fn update_newsletter(
     id: i64,
     i: &NewsletterInput,
 ) -> Result<Option<Newsletter>> {
-    let n = c
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let n = tx
         .execute(
             "UPDATE newsletters SET slug=?1, title=?2, body=?3, status=?4, issued_at=?5, recipients=?6, open_rate=?7, \
              updated_at=?8 WHERE id=?9",
@@ -331,7 +352,9 @@ pub fn update_newsletter(
     if n == 0 {
         return Ok(None);
     }
-    get_newsletter(c, id)
+    let out = get_newsletter(&tx, id)?;
+    tx.commit()?;
+    Ok(out)
 }
 
 fn status_counts(c: &Connection, table: &str) -> Result<StatusCounts> {

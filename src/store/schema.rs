@@ -78,6 +78,11 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX audit_log_at ON audit_log(at);
     "#,
+    // 2: anonymous refusals are aggregated per client and minute into one row with a count
+    r#"
+    ALTER TABLE audit_log ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX audit_log_client_at ON audit_log(client, at);
+    "#,
 ];
 
 /// The schema version this binary writes and expects.

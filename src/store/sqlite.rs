@@ -45,7 +45,18 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 pub struct SqliteStore {
     pool: r2d2::Pool<Manager>,
     path: PathBuf,
+    /// (device, inode) of the database file when it was opened.
+    identity: Option<(u64, u64)>,
 }
+
+fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Reads the schema from the database file (not a constant like `SELECT 1`).
+const PING_SQL: &str = "SELECT count(*) FROM sqlite_schema";
 
 impl SqliteStore {
     /// Create (if needed), migrate and, when `seed_demo` and empty, fill the database.
@@ -80,6 +91,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             path: path.to_path_buf(),
+            identity: file_identity(path).ok(),
         })
     }
 
@@ -125,7 +137,8 @@ impl ContentStore for SqliteStore {
     fn ping(&self) -> Result<Duration> {
         let start = Instant::now();
         self.with("ping", |c| {
-            Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)
+            Ok(c.prepare_cached(PING_SQL)?
+                .query_row([], |r| r.get::<_, i64>(0))?)
         })?;
         Ok(start.elapsed())
     }
@@ -134,7 +147,7 @@ impl ContentStore for SqliteStore {
         let start = Instant::now();
         let conn = self.pool.try_get()?;
         let res = conn
-            .prepare_cached("SELECT 1")
+            .prepare_cached(PING_SQL)
             .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)));
         Some(res.map(|_| start.elapsed()).map_err(StoreError::from))
     }
@@ -232,6 +245,9 @@ impl ContentStore for SqliteStore {
     fn audit(&self, e: &super::AuditEntry) -> Result<()> {
         self.with("audit", |c| super::keys::audit(c, e))
     }
+    fn audit_aggregated(&self, e: &super::AuditEntry) -> Result<()> {
+        self.with("audit", |c| super::keys::audit_aggregated(c, e))
+    }
     fn recent_audit(&self, limit: u32) -> Result<Vec<super::AuditEntry>> {
         self.with("audit", |c| super::keys::recent_audit(c, limit))
     }
@@ -252,5 +268,22 @@ impl ContentStore for SqliteStore {
             total += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
         }
         Ok(total)
+    }
+    fn file_replaced(&self) -> Result<Option<String>> {
+        let Some(opened) = self.identity else {
+            return Ok(None);
+        };
+        let p = self.path.display();
+        Ok(match file_identity(&self.path) {
+            Ok(now) if now == opened => None,
+            Ok(_) => Some(format!(
+                "{p} is not the file this server opened (it was replaced, e.g. by a restore or a copy); \
+                 the server still uses the old one: restart aica"
+            )),
+            Err(e) => Some(format!(
+                "{p} cannot be read ({e}); the server still uses the file it opened, \
+                 which was deleted or moved: restore it or restart aica"
+            )),
+        })
     }
 }

@@ -40,6 +40,27 @@ fn describe() {
         "HTTP request latency by method and route template."
     );
     describe_gauge!("http_requests_in_flight", "HTTP requests being served now.");
+    describe_counter!(
+        "console_http_requests_total",
+        "Console HTTP requests answered, by method, route template and status."
+    );
+    describe_histogram!(
+        "console_http_request_duration_seconds",
+        Unit::Seconds,
+        "Console HTTP request latency by method and route template."
+    );
+    describe_gauge!(
+        "console_http_requests_in_flight",
+        "Console HTTP requests being served now."
+    );
+    describe_counter!(
+        "aica_http_parse_errors_total",
+        "Requests whose head could not be parsed (answered 400, 414 or 431 before routing)."
+    );
+    describe_counter!(
+        "aica_connections_refused_total",
+        "Connections closed at accept because their client address held server.max_connections_per_ip."
+    );
     describe_counter!("aica_cache_hits_total", "Read cache hits.");
     describe_counter!("aica_cache_misses_total", "Read cache misses.");
     describe_histogram!(

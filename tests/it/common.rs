@@ -36,6 +36,11 @@ impl TestApp {
     }
 
     pub async fn start_with(overrides: &[&str]) -> TestApp {
+        Self::start_routes(overrides, axum::Router::new()).await
+    }
+
+    /// The app with `extra` routes in its route table, under the same layers.
+    pub async fn start_routes(overrides: &[&str], extra: axum::Router<AppState>) -> TestApp {
         aica::telemetry::metrics::handle();
         let dir = tempfile::tempdir().unwrap();
         let loaded = load(&LoadOptions {
@@ -58,9 +63,15 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(http::serve(listener, http::app(state), async {
-            let _ = rx.await;
-        }));
+        let limits = aica::web::limits(&loaded.settings.server);
+        tokio::spawn(http::serve(
+            listener,
+            http::app_with(state, extra),
+            limits,
+            async {
+                let _ = rx.await;
+            },
+        ));
         TestApp {
             url,
             dir,
@@ -77,7 +88,7 @@ impl TestApp {
                 name: name.into(),
                 role: role.into(),
                 prefix: key[..12].into(),
-                hash: aica::http::auth::hash_key(&key),
+                hash: aica::store::keys::hash(&key),
             })
             .unwrap();
         key

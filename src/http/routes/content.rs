@@ -1,14 +1,13 @@
 //! Read endpoints: listings, dashboard and single articles, cached with ETags.
 
 use crate::http::cache::Cached;
-use crate::http::error::ApiError;
 use crate::http::{AppState, params};
 use crate::store::{ContentStore, valid_slug};
+use crate::web::error::ApiError;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Serialize;
-use std::sync::Arc;
 
 /// Serve from the cache, or compute on a blocking thread, cache, and serve.
 async fn cached<T, F>(
@@ -25,8 +24,7 @@ where
         return Ok(hit.respond(headers));
     }
     let generation_at_start = st.cache.generation();
-    let store: Arc<dyn ContentStore> = st.store.clone();
-    let value = tokio::task::spawn_blocking(move || f(&*store)).await??;
+    let value = st.with_store(f).await??;
     let Some(value) = value else {
         return Err(ApiError::not_found("no item with that key"));
     };

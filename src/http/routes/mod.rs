@@ -41,6 +41,8 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/audit", get(write::audit_log))
         .fallback(|| async {
-            super::error::ApiError::not_found("no such resource; see README.md for the API routes")
+            crate::web::error::ApiError::not_found(
+                "no such resource; see README.md for the API routes",
+            )
         })
 }

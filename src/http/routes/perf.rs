@@ -2,7 +2,7 @@
 
 use crate::http::AppState;
 use crate::http::auth::{self, Role};
-use crate::http::error::ApiError;
+use crate::web::error::ApiError;
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, header};

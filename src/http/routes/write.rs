@@ -1,10 +1,11 @@
 //! Editor writes (articles, trends, newsletters) and the admin audit view; each
-//! needs an API key, and each outcome lands in the audit trail.
+//! needs an API key (checked first), and each outcome of an authenticated
+//! request, success or refusal, lands in the audit trail.
 
 use crate::http::auth::{self, Actor, Role};
-use crate::http::error::ApiError;
 use crate::http::{AppState, params};
 use crate::store::{ArticleInput, ContentStore, NewsletterInput, TrendInput, valid_slug};
+use crate::web::error::ApiError;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
@@ -12,11 +13,29 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use std::net::SocketAddr;
-use std::sync::Arc;
+
+/// True when the body stopped arriving (the body-read timeout fired).
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
 
 /// Unwrap a JSON body, turning a rejection into our error with a clear message.
 fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     payload.map(|Json(v)| v).map_err(|r| {
+        if timed_out(&r) {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body stopped arriving for longer than server.body_read_timeout_secs; send it without pauses",
+            );
+        }
         let status = r.status();
         let code = match status {
             StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
@@ -63,34 +82,36 @@ async fn editor(
     auth::require(st, headers, addr, Role::Editor, action, target.to_string()).await
 }
 
-/// Run the write on a blocking thread, audit it, invalidate the cache.
-async fn write<T, F>(
-    st: &AppState,
-    actor: Actor,
-    action: &'static str,
-    target: String,
-    created: bool,
-    f: F,
-) -> Result<Response, ApiError>
+/// Run the write on a blocking thread and invalidate the cache.
+async fn write<T, F>(st: &AppState, target: &str, created: bool, f: F) -> Result<Response, ApiError>
 where
     T: Serialize + Send + 'static,
     F: FnOnce(&dyn ContentStore) -> Result<Option<T>, ApiError> + Send + 'static,
 {
-    let store: Arc<dyn ContentStore> = st.store.clone();
-    let out = tokio::task::spawn_blocking(move || f(&*store)).await?;
-    let out = match out {
-        Ok(Some(v)) => v,
-        Ok(None) => return Err(ApiError::not_found(format!("{target} does not exist"))),
-        Err(e) => return Err(e),
+    let out = st.with_store(f).await??;
+    let Some(out) = out else {
+        return Err(ApiError::not_found(format!("{target} does not exist")));
     };
     st.cache.invalidate();
-    auth::audit_ok(st, &actor, action, target).await;
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
     Ok((status, Json(out)).into_response())
+}
+
+/// Audit what became of an authenticated request and pass the answer on.
+async fn finish(
+    st: &AppState,
+    actor: &Actor,
+    action: &'static str,
+    target: String,
+    res: Result<Response, ApiError>,
+) -> Result<Response, ApiError> {
+    let outcome = auth::outcome(&res);
+    auth::audit_outcome(st, actor, action, target, outcome).await;
+    res
 }
 
 #[derive(Serialize)]
@@ -104,14 +125,20 @@ pub async fn create_article(
     headers: HeaderMap,
     payload: Result<Json<ArticleInput>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let actor = editor(&st, &headers, addr, "article.create", "articles").await?;
-    let mut input = body(payload)?;
-    input.validate().map_err(ApiError::bad_request)?;
-    let target = format!("article {}", input.slug);
-    write(&st, actor, "article.create", target, true, move |s| {
-        Ok(Some(s.create_article(&input)?))
-    })
-    .await
+    let action = "article.create";
+    let actor = editor(&st, &headers, addr, action, "articles").await?;
+    let mut target = "articles".to_string();
+    let res = async {
+        let mut input = body(payload)?;
+        input.validate().map_err(ApiError::bad_request)?;
+        target = format!("article {}", input.slug);
+        write(&st, &target, true, move |s| {
+            Ok(Some(s.create_article(&input)?))
+        })
+        .await
+    }
+    .await;
+    finish(&st, &actor, action, target, res).await
 }
 
 pub async fn update_article(
@@ -121,15 +148,20 @@ pub async fn update_article(
     headers: HeaderMap,
     payload: Result<Json<ArticleInput>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let action = "article.update";
     let target = format!("article {}", clip(&old));
-    let actor = editor(&st, &headers, addr, "article.update", &target).await?;
-    slug(&old)?;
-    let mut input = body(payload)?;
-    input.validate().map_err(ApiError::bad_request)?;
-    write(&st, actor, "article.update", target, false, move |s| {
-        Ok(s.update_article(&old, &input)?)
-    })
-    .await
+    let actor = editor(&st, &headers, addr, action, &target).await?;
+    let res = async {
+        slug(&old)?;
+        let mut input = body(payload)?;
+        input.validate().map_err(ApiError::bad_request)?;
+        write(&st, &target, false, move |s| {
+            Ok(s.update_article(&old, &input)?)
+        })
+        .await
+    }
+    .await;
+    finish(&st, &actor, action, target, res).await
 }
 
 pub async fn delete_article(
@@ -138,14 +170,19 @@ pub async fn delete_article(
     Path(old): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let action = "article.delete";
     let target = format!("article {}", clip(&old));
-    let actor = editor(&st, &headers, addr, "article.delete", &target).await?;
-    slug(&old)?;
-    let t = target.clone();
-    write(&st, actor, "article.delete", target, false, move |s| {
-        Ok(s.delete_article(&old)?.then_some(Deleted { deleted: t }))
-    })
-    .await
+    let actor = editor(&st, &headers, addr, action, &target).await?;
+    let res = async {
+        slug(&old)?;
+        let t = target.clone();
+        write(&st, &target, false, move |s| {
+            Ok(s.delete_article(&old)?.then_some(Deleted { deleted: t }))
+        })
+        .await
+    }
+    .await;
+    finish(&st, &actor, action, target, res).await
 }
 
 pub async fn create_trend(
@@ -154,14 +191,20 @@ pub async fn create_trend(
     headers: HeaderMap,
     payload: Result<Json<TrendInput>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let actor = editor(&st, &headers, addr, "trend.create", "trends").await?;
-    let mut input = body(payload)?;
-    input.validate().map_err(ApiError::bad_request)?;
-    let target = format!("trend {} {}", input.name, input.period);
-    write(&st, actor, "trend.create", target, true, move |s| {
-        Ok(Some(s.create_trend(&input)?))
-    })
-    .await
+    let action = "trend.create";
+    let actor = editor(&st, &headers, addr, action, "trends").await?;
+    let mut target = "trends".to_string();
+    let res = async {
+        let mut input = body(payload)?;
+        input.validate().map_err(ApiError::bad_request)?;
+        target = format!("trend {} {}", input.name, input.period);
+        write(&st, &target, true, move |s| {
+            Ok(Some(s.create_trend(&input)?))
+        })
+        .await
+    }
+    .await;
+    finish(&st, &actor, action, target, res).await
 }
 
 pub async fn update_trend(
@@ -171,15 +214,23 @@ pub async fn update_trend(
     headers: HeaderMap,
     payload: Result<Json<TrendInput>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let action = "trend.update";
     let target = format!("trend {}", clip(&raw));
-    let actor = editor(&st, &headers, addr, "trend.update", &target).await?;
-    let id = id(&raw, "trend")?;
-    let mut input = body(payload)?;
-    input.validate().map_err(ApiError::bad_request)?;
-    write(&st, actor, "trend.update", target, false, move |s| {
-        Ok(s.update_trend(id, &input)?)
-    })
-    .await
+    let actor = editor(&st, &headers, addr, action, &target).await?;
+    let res = async {
+        let id = id(&raw, "trend")?;
+        let mut input = body(payload)?;
+        input.validate().map_err(ApiError::bad_request)?;
+        write(
+            &st,
+            &target,
+            false,
+            move |s| Ok(s.update_trend(id, &input)?),
+        )
+        .await
+    }
+    .await;
+    finish(&st, &actor, action, target, res).await
 }
 
 pub async fn delete_trend(
@@ -188,14 +239,19 @@ pub async fn delete_trend(
     Path(raw): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let action = "trend.delete";
     let target = format!("trend {}", clip(&raw));
-    let actor = editor(&st, &headers, addr, "trend.delete", &target).await?;
-    let id = id(&raw, "trend")?;
-    let t = target.clone();
-    write(&st, actor, "trend.delete", target, false, move |s| {
-        Ok(s.delete_trend(id)?.then_some(Deleted { deleted: t }))
-    })
-    .await
+    let actor = editor(&st, &headers, addr, action, &target).await?;
+    let res = async {
+        let id = id(&raw, "trend")?;
+        let t = target.clone();
+        write(&st, &target, false, move |s| {
+            Ok(s.delete_trend(id)?.then_some(Deleted { deleted: t }))
+        })
+        .await
+    }
+    .await;
+    finish(&st, &actor, action, target, res).await
 }
 
 pub async fn create_newsletter(
@@ -204,14 +260,20 @@ pub async fn create_newsletter(
     headers: HeaderMap,
     payload: Result<Json<NewsletterInput>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let actor = editor(&st, &headers, addr, "newsletter.create", "newsletters").await?;
-    let mut input = body(payload)?;
-    input.validate().map_err(ApiError::bad_request)?;
-    let target = format!("newsletter {}", input.slug);
-    write(&st, actor, "newsletter.create", target, true, move |s| {
-        Ok(Some(s.create_newsletter(&input)?))
-    })
-    .await
+    let action = "newsletter.create";
+    let actor = editor(&st, &headers, addr, action, "newsletters").await?;
+    let mut target = "newsletters".to_string();
+    let res = async {
+        let mut input = body(payload)?;
+        input.validate().map_err(ApiError::bad_request)?;
+        target = format!("newsletter {}", input.slug);
+        write(&st, &target, true, move |s| {
+            Ok(Some(s.create_newsletter(&input)?))
+        })
+        .await
+    }
+    .await;
+    finish(&st, &actor, action, target, res).await
 }
 
 pub async fn update_newsletter(
@@ -221,15 +283,20 @@ pub async fn update_newsletter(
     headers: HeaderMap,
     payload: Result<Json<NewsletterInput>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let action = "newsletter.update";
     let target = format!("newsletter {}", clip(&raw));
-    let actor = editor(&st, &headers, addr, "newsletter.update", &target).await?;
-    let id = id(&raw, "newsletter")?;
-    let mut input = body(payload)?;
-    input.validate().map_err(ApiError::bad_request)?;
-    write(&st, actor, "newsletter.update", target, false, move |s| {
-        Ok(s.update_newsletter(id, &input)?)
-    })
-    .await
+    let actor = editor(&st, &headers, addr, action, &target).await?;
+    let res = async {
+        let id = id(&raw, "newsletter")?;
+        let mut input = body(payload)?;
+        input.validate().map_err(ApiError::bad_request)?;
+        write(&st, &target, false, move |s| {
+            Ok(s.update_newsletter(id, &input)?)
+        })
+        .await
+    }
+    .await;
+    finish(&st, &actor, action, target, res).await
 }
 
 pub async fn delete_newsletter(
@@ -238,14 +305,19 @@ pub async fn delete_newsletter(
     Path(raw): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let action = "newsletter.delete";
     let target = format!("newsletter {}", clip(&raw));
-    let actor = editor(&st, &headers, addr, "newsletter.delete", &target).await?;
-    let id = id(&raw, "newsletter")?;
-    let t = target.clone();
-    write(&st, actor, "newsletter.delete", target, false, move |s| {
-        Ok(s.delete_newsletter(id)?.then_some(Deleted { deleted: t }))
-    })
-    .await
+    let actor = editor(&st, &headers, addr, action, &target).await?;
+    let res = async {
+        let id = id(&raw, "newsletter")?;
+        let t = target.clone();
+        write(&st, &target, false, move |s| {
+            Ok(s.delete_newsletter(id)?.then_some(Deleted { deleted: t }))
+        })
+        .await
+    }
+    .await;
+    finish(&st, &actor, action, target, res).await
 }
 
 /// A path segment as recorded in the audit trail: at most 80 characters.
@@ -260,8 +332,7 @@ pub async fn audit_log(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let q = params::Query::parse(q.as_deref(), &["skip", "limit"])?;
-    let limit = q.paging()?.limit as u32;
+    // Authenticate first: anonymous clients learn nothing about the parameters.
     auth::require(
         &st,
         &headers,
@@ -271,7 +342,8 @@ pub async fn audit_log(
         "audit log".into(),
     )
     .await?;
-    let store = st.store.clone();
-    let rows = tokio::task::spawn_blocking(move || store.recent_audit(limit)).await??;
+    let q = params::Query::parse(q.as_deref(), &["skip", "limit"])?;
+    let limit = q.paging()?.limit as u32;
+    let rows = st.with_store(move |s| s.recent_audit(limit)).await??;
     Ok(Json(rows).into_response())
 }

@@ -1,5 +1,5 @@
-//! The one error type of the HTTP layer: `{"error":{"code","message"}}` bodies,
-//! client mistakes as 4xx, internals logged server-side and never sent.
+//! The one error type of both faces: `{"error":{"code","message","request_id"}}`
+//! bodies, client mistakes as 4xx, internals logged server-side and never sent.
 
 use crate::store::StoreError;
 use axum::http::StatusCode;
@@ -87,15 +87,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Invalid(m) => ApiError::bad_request(m),
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            StoreError::Pool(e) => ApiError::unavailable(e),
-            StoreError::Db(rusqlite::Error::SqliteFailure(f, m))
-                if matches!(
-                    f.code,
-                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-                ) =>
-            {
-                ApiError::unavailable(format!("database busy: {f} {m:?}"))
-            }
+            e @ (StoreError::Busy(_) | StoreError::Unavailable(_)) => ApiError::unavailable(e),
             other => ApiError::internal(other),
         }
     }
