@@ -5,57 +5,50 @@ use crate::http::AppState;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use crate::check::{Check, Level};
 use serde_json::{Map, Value, json};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Level {
-    Pass,
-    Warn,
-    Fail,
-}
-
-impl Level {
-    fn as_str(self) -> &'static str {
-        match self {
-            Level::Pass => "pass",
-            Level::Warn => "warn",
-            Level::Fail => "fail",
-        }
-    }
-}
-
-/// Collects checks and computes the overall status (the worst one).
+/// Collects checks (the shared [`Check`], plus health+json details) and
+/// computes the overall status (the worst one).
 struct Report {
-    checks: Map<String, Value>,
-    worst: Level,
+    entries: Vec<(Check, Value)>,
 }
 
 impl Report {
     fn new() -> Report {
         Report {
-            checks: Map::new(),
-            worst: Level::Pass,
+            entries: Vec::new(),
         }
     }
 
-    fn add(&mut self, key: &str, level: Level, mut fields: Value) {
-        self.worst = self.worst.max(level);
-        fields["status"] = json!(level.as_str());
-        fields["time"] = json!(crate::util::now());
-        self.checks.insert(key.into(), json!([fields]));
+    fn add(&mut self, check: Check, detail: Value) {
+        self.entries.push((check, detail));
     }
 
     fn into_response(self, extra: Value) -> Response {
-        let status = if self.worst == Level::Fail {
+        let worst = crate::check::worst(self.entries.iter().map(|(c, _)| c));
+        let status = if worst == Level::Fail {
             StatusCode::SERVICE_UNAVAILABLE
         } else {
             StatusCode::OK
         };
+        let mut checks = Map::new();
+        for (c, mut fields) in self.entries {
+            fields["status"] = json!(c.level.as_str());
+            fields["time"] = json!(c.at);
+            if c.level != Level::Pass {
+                fields["output"] = json!(c.observed);
+            }
+            if let Some(fix) = &c.fix {
+                fields["fix"] = json!(fix);
+            }
+            checks.insert(c.name, json!([fields]));
+        }
         let mut body = json!({
-            "status": self.worst.as_str(),
+            "status": worst.as_str(),
             "version": env!("CARGO_PKG_VERSION"),
             "serviceId": "aica-backend",
-            "checks": Value::Object(self.checks),
+            "checks": Value::Object(checks),
         });
         if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
             b.extend(e.clone());
@@ -71,6 +64,8 @@ impl Report {
     }
 }
 
+const DB_FIX: &str = "aica doctor; aica logs --level error --since 1h";
+
 async fn ping(st: &AppState, r: &mut Report) {
     let store = st.store.clone();
     // An idle pooled connection answers the schema read in microseconds: no thread hop needed.
@@ -79,13 +74,21 @@ async fn ping(st: &AppState, r: &mut Report) {
         None => tokio::task::spawn_blocking(move || store.ping()).await,
     };
     match res {
-        Ok(Ok(d)) => r.add(
-            "database:responseTime",
-            Level::Pass,
-            json!({"componentType": "datastore", "observedValue": d.as_secs_f64() * 1000.0, "observedUnit": "ms"}),
+        Ok(Ok(d)) => {
+            let ms = d.as_secs_f64() * 1000.0;
+            r.add(
+                Check::pass("database:responseTime", format!("{ms:.3} ms")),
+                json!({"componentType": "datastore", "observedValue": ms, "observedUnit": "ms"}),
+            )
+        }
+        Ok(Err(e)) => r.add(
+            Check::fail("database:responseTime", e.to_string(), DB_FIX),
+            json!({"componentType": "datastore"}),
         ),
-        Ok(Err(e)) => r.add("database:responseTime", Level::Fail, json!({"componentType": "datastore", "output": e.to_string()})),
-        Err(e) => r.add("database:responseTime", Level::Fail, json!({"componentType": "datastore", "output": e.to_string()})),
+        Err(e) => r.add(
+            Check::fail("database:responseTime", e.to_string(), DB_FIX),
+            json!({"componentType": "datastore"}),
+        ),
     }
 }
 
@@ -100,8 +103,7 @@ pub async fn health(State(st): State<AppState>) -> Response {
 pub async fn live() -> Response {
     let mut r = Report::new();
     r.add(
-        "process:uptime",
-        Level::Pass,
+        Check::pass("process:uptime", "serving"),
         json!({"componentType": "system", "observedUnit": "s"}),
     );
     r.into_response(json!({}))
@@ -113,26 +115,28 @@ pub async fn ready(State(st): State<AppState>) -> Response {
     let store = st.store.clone();
     match tokio::task::spawn_blocking(move || store.schema_status()).await {
         Ok(Ok(s)) => {
-            let level = if s.is_current() {
-                Level::Pass
+            let observed = format!("schema version {} (this aica expects {})", s.current, s.expected);
+            let c = if s.is_current() {
+                Check::pass("database:schemaVersion", observed)
             } else {
-                Level::Fail
+                Check::fail(
+                    "database:schemaVersion",
+                    observed,
+                    "restart aica to migrate, or restore a backup made by this version",
+                )
             };
             r.add(
-                "database:schemaVersion",
-                level,
+                c,
                 json!({"componentType": "datastore", "observedValue": s.current, "expected": s.expected}),
             );
         }
         Ok(Err(e)) => r.add(
-            "database:schemaVersion",
-            Level::Fail,
-            json!({"componentType": "datastore", "output": e.to_string()}),
+            Check::fail("database:schemaVersion", e.to_string(), DB_FIX),
+            json!({"componentType": "datastore"}),
         ),
         Err(e) => r.add(
-            "database:schemaVersion",
-            Level::Fail,
-            json!({"componentType": "datastore", "output": e.to_string()}),
+            Check::fail("database:schemaVersion", e.to_string(), DB_FIX),
+            json!({"componentType": "datastore"}),
         ),
     }
     r.into_response(json!({}))
@@ -150,20 +154,29 @@ pub async fn detailed(State(st): State<AppState>) -> Response {
         .clone();
     match qc {
         Some(q) => {
-            let (level, value) = match &q.problem {
-                None => (Level::Pass, "ok".to_string()),
-                Some(p) => (Level::Fail, p.clone()),
+            let (c, value) = match &q.problem {
+                None => (Check::pass("database:integrity", "quick_check ok"), "ok".to_string()),
+                Some(p) => (
+                    Check::fail(
+                        "database:integrity",
+                        p.clone(),
+                        "restore the newest verified backup (aica down && make restore && aica up); keep the damaged file",
+                    ),
+                    p.clone(),
+                ),
             };
             r.add(
-                "database:integrity",
-                level,
+                c,
                 json!({"componentType": "datastore", "observedValue": value, "checkedAt": q.at, "durationMs": q.took_ms}),
             );
         }
         None => r.add(
-            "database:integrity",
-            Level::Warn,
-            json!({"componentType": "datastore", "output": "quick_check has not completed yet"}),
+            Check::warn(
+                "database:integrity",
+                "quick_check has not completed yet",
+                "wait for the background check (health.quick_check_interval_secs)",
+            ),
+            json!({"componentType": "datastore"}),
         ),
     }
 
@@ -171,8 +184,7 @@ pub async fn detailed(State(st): State<AppState>) -> Response {
     if let Ok(Ok(size)) = tokio::task::spawn_blocking(move || store.size_bytes()).await {
         metrics::gauge!("aica_db_size_bytes").set(size as f64);
         r.add(
-            "database:size",
-            Level::Pass,
+            Check::pass("database:size", format!("{size} bytes")),
             json!({"componentType": "datastore", "observedValue": size, "observedUnit": "bytes"}),
         );
     }
@@ -182,24 +194,24 @@ pub async fn detailed(State(st): State<AppState>) -> Response {
     let store = st.store.clone();
     match tokio::task::spawn_blocking(move || store.file_replaced()).await {
         Ok(Ok(None)) => r.add(
-            "database:file",
-            Level::Pass,
+            Check::pass("database:file", "same file as opened"),
             json!({"componentType": "datastore", "observedValue": "same file as opened"}),
         ),
         Ok(Ok(Some(problem))) => r.add(
-            "database:file",
-            Level::Fail,
-            json!({"componentType": "datastore", "output": problem}),
+            Check::fail(
+                "database:file",
+                problem,
+                "restart aica so it opens the file at the configured path (aica restart)",
+            ),
+            json!({"componentType": "datastore"}),
         ),
         Ok(Err(e)) => r.add(
-            "database:file",
-            Level::Fail,
-            json!({"componentType": "datastore", "output": e.to_string()}),
+            Check::fail("database:file", e.to_string(), DB_FIX),
+            json!({"componentType": "datastore"}),
         ),
         Err(e) => r.add(
-            "database:file",
-            Level::Fail,
-            json!({"componentType": "datastore", "output": e.to_string()}),
+            Check::fail("database:file", e.to_string(), DB_FIX),
+            json!({"componentType": "datastore"}),
         ),
     }
 
@@ -207,25 +219,29 @@ pub async fn detailed(State(st): State<AppState>) -> Response {
     match crate::util::free_disk_bytes(&st.data_dir) {
         Ok(free) => {
             let mib = free / (1024 * 1024);
-            let level = if mib < h.disk_fail_free_mib {
-                Level::Fail
+            let observed = format!("{mib} MiB free on the volume of {}", st.data_dir.display());
+            let fix = "free space (old logs, old backups: aica backup prune) or move paths.data_dir";
+            let c = if mib < h.disk_fail_free_mib {
+                Check::fail("disk:free", observed, fix)
             } else if mib < h.disk_warn_free_mib {
-                Level::Warn
+                Check::warn("disk:free", observed, fix)
             } else {
-                Level::Pass
+                Check::pass("disk:free", observed)
             };
             r.add(
-                "disk:free",
-                level,
+                c,
                 json!({"componentType": "system", "observedValue": free, "observedUnit": "bytes",
                        "path": st.data_dir.display().to_string(),
                        "warnBelowMiB": h.disk_warn_free_mib, "failBelowMiB": h.disk_fail_free_mib}),
             );
         }
         Err(e) => r.add(
-            "disk:free",
-            Level::Warn,
-            json!({"componentType": "system", "output": format!("cannot read free space: {e}")}),
+            Check::warn(
+                "disk:free",
+                format!("cannot read free space: {e}"),
+                "check that paths.data_dir exists",
+            ),
+            json!({"componentType": "system"}),
         ),
     }
 
@@ -238,32 +254,45 @@ pub async fn detailed(State(st): State<AppState>) -> Response {
     match newest {
         Some(b) => {
             let age = time::OffsetDateTime::now_utc().unix_timestamp() - b.created_unix;
-            let level = if age > max_age { Level::Warn } else { Level::Pass };
+            let observed = format!(
+                "newest verified backup {} is {} old",
+                b.name,
+                crate::util::human_secs(age.max(0) as u64)
+            );
+            let c = if age > max_age {
+                Check::warn(
+                    "backup:age",
+                    observed,
+                    "aica backup create --verify; check backup.schedule and the log of scheduled backups",
+                )
+            } else {
+                Check::pass("backup:age", observed)
+            };
             r.add(
-                "backup:age",
-                level,
+                c,
                 json!({"componentType": "system", "observedValue": age, "observedUnit": "s",
                        "backup": b.name, "warnAboveSeconds": max_age}),
             );
         }
         None => r.add(
-            "backup:age",
-            Level::Warn,
-            json!({"componentType": "system", "output": "no verified backup yet: run 'aica backup create --verify'"}),
+            Check::warn(
+                "backup:age",
+                "no verified backup yet",
+                "aica backup create --verify",
+            ),
+            json!({"componentType": "system"}),
         ),
     }
 
     if let Some(rss) = crate::util::rss_bytes() {
         r.add(
-            "process:memory",
-            Level::Pass,
+            Check::pass("process:memory", format!("{rss} bytes resident")),
             json!({"componentType": "system", "observedValue": rss, "observedUnit": "bytes"}),
         );
     }
     let up = st.stats.uptime().as_secs_f64();
     r.add(
-        "process:uptime",
-        Level::Pass,
+        Check::pass("process:uptime", crate::util::human_secs(up as u64)),
         json!({"componentType": "system", "observedValue": up, "observedUnit": "s"}),
     );
     r.into_response(json!({ "backend": st.store.backend() }))
