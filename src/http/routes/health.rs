@@ -1,11 +1,11 @@
 //! Health endpoints in the `application/health+json` shape: every check reports
 //! what it observed; a component that is not configured is absent, never "pass".
 
+use crate::check::{Check, Level};
 use crate::http::AppState;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use crate::check::{Check, Level};
 use serde_json::{Map, Value, json};
 
 /// Collects checks (the shared [`Check`], plus health+json details) and
@@ -115,7 +115,10 @@ pub async fn ready(State(st): State<AppState>) -> Response {
     let store = st.store.clone();
     match tokio::task::spawn_blocking(move || store.schema_status()).await {
         Ok(Ok(s)) => {
-            let observed = format!("schema version {} (this aica expects {})", s.current, s.expected);
+            let observed = format!(
+                "schema version {} (this aica expects {})",
+                s.current, s.expected
+            );
             let c = if s.is_current() {
                 Check::pass("database:schemaVersion", observed)
             } else {
@@ -155,7 +158,10 @@ pub async fn detailed(State(st): State<AppState>) -> Response {
     match qc {
         Some(q) => {
             let (c, value) = match &q.problem {
-                None => (Check::pass("database:integrity", "quick_check ok"), "ok".to_string()),
+                None => (
+                    Check::pass("database:integrity", "quick_check ok"),
+                    "ok".to_string(),
+                ),
                 Some(p) => (
                     Check::fail(
                         "database:integrity",
@@ -220,7 +226,8 @@ pub async fn detailed(State(st): State<AppState>) -> Response {
         Ok(free) => {
             let mib = free / (1024 * 1024);
             let observed = format!("{mib} MiB free on the volume of {}", st.data_dir.display());
-            let fix = "free space (old logs, old backups: aica backup prune) or move paths.data_dir";
+            let fix =
+                "free space (old logs, old backups: aica backup prune) or move paths.data_dir";
             let c = if mib < h.disk_fail_free_mib {
                 Check::fail("disk:free", observed, fix)
             } else if mib < h.disk_warn_free_mib {
