@@ -1,7 +1,7 @@
 //! Backups: round trip, consistency under a busy writer, crash safety under
 //! SIGKILL, corruption, bad input, a full disk, prune, drill, metrics.
 
-use crate::common::{Server, aica, text, wait_for};
+use crate::common::{Server, aica, integrity, rows, seeded, text, wait_for};
 use aica::backup::{self, Cancel, Kind, State, snapshot::CreateOptions};
 use aica::config::{LoadOptions, Loaded, load};
 use nix::sys::signal::Signal;
@@ -18,23 +18,6 @@ fn loaded(dir: &Path, sets: &[&str]) -> Loaded {
         ..Default::default()
     })
     .unwrap()
-}
-
-/// A fresh working directory with the demo database created.
-fn seeded() -> tempfile::TempDir {
-    let d = tempfile::tempdir().unwrap();
-    let o = aica(
-        d.path(),
-        &["keys", "create", "--role", "admin", "--name", "seed"],
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    d
-}
-
-fn integrity(db: &Path) -> String {
-    let c = Connection::open(db).unwrap();
-    c.query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap()
 }
 
 fn names(dir: &Path) -> Vec<String> {
@@ -100,16 +83,10 @@ fn create_list_verify_restore_round_trip() {
         .unwrap();
     let o = aica(dir, &["backup", "restore", "--latest", "--dry-run"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let count = |db: &Path| {
-        Connection::open(db)
-            .unwrap()
-            .query_row("SELECT COUNT(*) FROM articles", [], |r| r.get::<_, i64>(0))
-            .unwrap()
-    };
-    assert_eq!(count(&db), 3000, "dry run changed the database");
+    assert_eq!(rows(&db), 3000, "dry run changed the database");
     let o = aica(dir, &["backup", "restore", &name, "--yes"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert_eq!(count(&db), 6000);
+    assert_eq!(rows(&db), 6000);
     assert_eq!(integrity(&db), "ok");
     let list = backup::list(&dir.join("backups")).unwrap();
     let safety = list
@@ -207,12 +184,6 @@ fn killed_backups_and_restores_never_damage_or_list_partial_files() {
     let o = aica(dir, &["backup", "create"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let good = names(dir)[0].clone();
-    let rows = |db: &Path| {
-        Connection::open(db)
-            .unwrap()
-            .query_row("SELECT COUNT(*) FROM articles", [], |r| r.get::<_, i64>(0))
-            .unwrap()
-    };
     Connection::open(&db)
         .unwrap()
         .execute("DELETE FROM articles WHERE id > 5000", [])

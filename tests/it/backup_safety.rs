@@ -3,37 +3,13 @@
 //! snapshots, debris after kills, bare archives, the drill's environment,
 //! shutdown during a scheduled backup, and state changed without evidence.
 
-use crate::common::{Server, aica, aica_env, bin, text, wait_for};
+use crate::common::{Server, aica, aica_env, bin, integrity, rows, seeded, text, wait_for};
 use aica::backup::{self, State};
 use nix::sys::signal::Signal;
 use rusqlite::Connection;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
-
-fn seeded() -> tempfile::TempDir {
-    let d = tempfile::tempdir().unwrap();
-    let o = aica(
-        d.path(),
-        &["keys", "create", "--role", "admin", "--name", "seed"],
-    );
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    d
-}
-
-fn rows(db: &Path) -> i64 {
-    Connection::open(db)
-        .unwrap()
-        .query_row("SELECT COUNT(*) FROM articles", [], |r| r.get(0))
-        .unwrap()
-}
-
-fn integrity(db: &Path) -> String {
-    Connection::open(db)
-        .unwrap()
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap()
-}
 
 fn list(dir: &Path) -> Vec<backup::BackupInfo> {
     backup::list(&dir.join("backups")).unwrap()

@@ -234,3 +234,30 @@ pub fn get(url: &str) -> Option<(u16, String)> {
         Some((s, r.text().await.ok()?))
     })
 }
+
+/// A fresh working directory with the demo database created (by `keys create`).
+pub fn seeded() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let o = aica(
+        d.path(),
+        &["keys", "create", "--role", "admin", "--name", "seed"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    d
+}
+
+/// `PRAGMA integrity_check` of the database at `db`.
+pub fn integrity(db: &Path) -> String {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Rows in `articles` of the database at `db`.
+pub fn rows(db: &Path) -> i64 {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM articles", [], |r| r.get(0))
+        .unwrap()
+}
