@@ -54,8 +54,7 @@ impl Destination for LocalDir {
 
 /// The configured mirror directory, if any; a relative path is under `base`.
 pub fn mirror_dir(s: &Settings, base: &Path) -> Option<PathBuf> {
-    let d = s.backup.mirror_dir.trim();
-    (!d.is_empty()).then(|| base.join(d))
+    s.mirror_path(base)
 }
 
 /// The configured mirror, if any.

@@ -61,6 +61,14 @@ fn is_staged_name(p: &Path) -> bool {
             || name.strip_prefix(STAGED_FILES).is_some_and(pid_suffix))
 }
 
+/// The staging pid is not a running process (a live restore's files are its own).
+fn staged_pid_dead(p: &Path) -> bool {
+    let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let pid = name.rsplit('-').next().unwrap_or_default();
+    pid.parse::<u32>()
+        .is_ok_and(|pid| pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists())
+}
+
 /// Paths a restore registered before creating them beside its target.
 fn staged(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_to_string(dir.join(STAGING))
@@ -68,7 +76,7 @@ fn staged(dir: &Path) -> Vec<PathBuf> {
         .lines()
         .map(|l| PathBuf::from(l.trim()))
         .filter(|p| {
-            let ok = is_staged_name(p);
+            let ok = is_staged_name(p) && staged_pid_dead(p);
             if !ok && !p.as_os_str().is_empty() {
                 tracing::warn!(path = %p.display(), "ignoring a path in backups/.staging that aica does not stage");
             }
@@ -77,7 +85,7 @@ fn staged(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-fn with_sqlite_siblings(p: &Path) -> Vec<PathBuf> {
+pub(crate) fn with_sqlite_siblings(p: &Path) -> Vec<PathBuf> {
     let mut v = vec![p.to_path_buf()];
     for s in ["-wal", "-shm", "-journal"] {
         let mut q = p.as_os_str().to_owned();

@@ -395,7 +395,11 @@ fn info(path: PathBuf, n: BackupName, s: Option<Sidecar>, file_size: u64) -> Bac
             order: (n.stamp, n.seq),
         };
     };
+    // A file whose size is not the recorded one is damaged (truncated, or
+    // replaced), whatever an older verification said.
+    let size_ok = file_size == s.archive_size;
     let state = match (&s.verification, s.manifest.kind) {
+        _ if !size_ok => State::Corrupt,
         (Some(v), _) if v.level == Level::Fail => State::Corrupt,
         (_, Kind::Safety) => State::Safety,
         (Some(_), _) => State::Verified,
@@ -408,7 +412,7 @@ fn info(path: PathBuf, n: BackupName, s: Option<Sidecar>, file_size: u64) -> Bac
         created_unix: s.manifest.created_unix,
         kind: s.manifest.kind,
         note: s.manifest.note.clone(),
-        size: s.archive_size,
+        size: file_size,
         db_size: s.manifest.page_size * s.manifest.page_count,
         state,
         verification: s.verification,

@@ -127,6 +127,10 @@ fn kind_of(m: &std::fs::Metadata) -> &'static str {
     }
 }
 
+/// In the data directory while a live restore has replaced the database but
+/// not yet the uploads and configuration; holds the backup's name.
+pub const INCOMPLETE: &str = ".restore-incomplete";
+
 /// Where a restore writes, resolved once from what the user typed: relative
 /// paths are under `--dir` (not the current directory), symlinks and `..` are
 /// resolved, and whether it is the live database is decided by file identity
@@ -229,6 +233,12 @@ impl Target {
         }
         let db = real_path(&l.paths.db)?;
         let live = path == db || same_file(&path, &db);
+        if live && path != db {
+            return Err(refused(format!(
+                "{what} is a hard link of the live database {}; a restore replaces the database by its own name, so omit --target",
+                db.display()
+            )));
+        }
         Ok(Target {
             path,
             live,
@@ -321,7 +331,8 @@ fn readable(db: &Path) -> Result<bool> {
             Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
         )
     };
-    let conn = match Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_WRITE) {
+    // Read-only: a probe must not checkpoint a WAL into a damaged file.
+    let conn = match Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY) {
         Ok(c) => c,
         Err(e) if damaged(&e) => return Ok(false),
         Err(e) => return Err(e.into()),
@@ -384,9 +395,20 @@ pub fn restore(
             .data
             .join(format!("{}{pid}", super::lock::STAGED_FILES))
     });
+    // Never overwrite or delete what is already at a staging name.
+    for p in std::iter::once(&staged).chain(&extra) {
+        if let Some(q) = super::lock::with_sqlite_siblings(p)
+            .into_iter()
+            .find(|q| std::fs::symlink_metadata(q).is_ok())
+        {
+            return Err(refused(format!(
+                "{} already exists and is not this restore's; move it away (aica backup tidy removes leftovers of dead restores). Nothing was changed",
+                q.display()
+            )));
+        }
+    }
     for p in std::iter::once(&staged).chain(&extra) {
         lock.stage(p)?;
-        super::lock::remove_with_siblings(p);
     }
     let cleanup = || {
         for p in std::iter::once(&staged).chain(&extra) {
@@ -480,17 +502,31 @@ fn swap(
             report.moved_aside = Some(aside);
         }
     }
+    // Between the database and the files a crash would leave a mix: the
+    // marker says so (aica doctor reports it) until both are in place.
+    let marker = l.paths.data.join(INCOMPLETE);
+    if extra.is_some() {
+        std::fs::create_dir_all(&l.paths.data)
+            .map_err(io(format!("create {}", l.paths.data.display())))?;
+        crate::util::write_atomic(&marker, b.name.as_bytes())
+            .map_err(io(format!("write {}", marker.display())))?;
+    }
     std::fs::rename(staged, path).map_err(io(format!(
         "move the restored database into {}",
         path.display()
     )))?;
     fsync_dir(path)?;
-    if let Some(extra) = extra
-        && let Err(e) = restore_files(l, extra, with_config, &mut report)
-    {
-        report.files_error = Some(format!(
-            "the database was restored, but the uploads and configuration were not: {e}"
-        ));
+    if let Some(extra) = extra {
+        match restore_files(l, extra, with_config, &mut report) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&marker);
+            }
+            Err(e) => {
+                report.files_error = Some(format!(
+                    "the database was restored, but the uploads and configuration were not: {e}"
+                ))
+            }
+        }
     }
     tracing::info!(backup = b.name, target = %path.display(), "restored");
     Ok(report)
@@ -514,7 +550,6 @@ fn restore_files(
     let uploads = l.paths.data.join("uploads");
     let new = extra.join("uploads");
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let replaced = l.paths.data.join(format!("uploads.replaced-{now}"));
     std::fs::create_dir_all(&l.paths.data)
         .map_err(io(format!("create {}", l.paths.data.display())))?;
     if std::fs::symlink_metadata(&uploads).is_ok_and(|m| m.file_type().is_symlink()) {
@@ -531,20 +566,31 @@ fn restore_files(
         ));
         return restore_config(l, extra, with_config, report);
     }
-    if uploads.exists() {
-        std::fs::rename(&uploads, &replaced)
-            .map_err(io(format!("move {} aside", uploads.display())))?;
+    if !new.exists() {
+        std::fs::create_dir_all(&new).map_err(io(format!("create {}", new.display())))?;
     }
-    let mut count = 0;
-    if new.exists() {
+    // One atomic exchange: the old uploads end up in the staging directory
+    // (removed with it; they are in the safety snapshot), never half of each.
+    if uploads.exists() {
+        nix::fcntl::renameat2(
+            nix::fcntl::AT_FDCWD,
+            &new,
+            nix::fcntl::AT_FDCWD,
+            &uploads,
+            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+        )
+        .map_err(|e| {
+            io(format!(
+                "exchange {} with the backup's uploads",
+                uploads.display()
+            ))(e.into())
+        })?;
+    } else {
         std::fs::rename(&new, &uploads)
             .map_err(io(format!("move uploads into {}", uploads.display())))?;
-        count = walk_count(&uploads);
     }
+    let count = walk_count(&uploads);
     fsync_dir(&uploads)?;
-    if replaced.exists() {
-        let _ = std::fs::remove_dir_all(&replaced);
-    }
     report.uploads = Some(count);
     restore_config(l, extra, with_config, report)
 }

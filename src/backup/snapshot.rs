@@ -171,12 +171,20 @@ fn uploads(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) {
     let mut entries: Vec<_> = entries.flatten().collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
-        let name = e.file_name().to_string_lossy().to_string();
+        let Some(name) = e.file_name().to_str().map(str::to_string) else {
+            // Two such names would be stored under one lossy name: skip, and say so.
+            tracing::warn!(path = %e.path().display(),
+                "upload skipped: its name is not valid UTF-8; rename it to keep it in backups");
+            continue;
+        };
         let Ok(ft) = e.file_type() else { continue };
         if ft.is_dir() {
             uploads(&e.path(), &format!("{rel}/{name}"), out);
         } else if ft.is_file() {
             out.push((format!("{rel}/{name}"), e.path()));
+        } else {
+            tracing::warn!(path = %e.path().display(),
+                "upload skipped: not a regular file or directory (a symlink, FIFO or device)");
         }
     }
 }

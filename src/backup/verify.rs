@@ -12,6 +12,7 @@ use crate::check::Check;
 use rusqlite::{Connection, OpenFlags};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -94,7 +95,13 @@ fn extract(
     classify: &Classify,
     cancel: &Cancel,
 ) -> Result<(u64, String)> {
-    let file = std::fs::File::create(out).map_err(io(format!("create {}", out.display())))?;
+    // Never truncate or follow what is already there.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(out)
+        .map_err(io(format!("create {}", out.display())))?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
     let writer = std::thread::spawn(move || -> std::io::Result<(u64, String)> {
         let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
@@ -144,7 +151,11 @@ fn extract(
 /// under `uploads/`, with plain path components only (no `..`, no absolute paths).
 fn extractable(path: &str) -> Option<&Path> {
     let p = Path::new(path);
-    let plain = p.components().all(|c| matches!(c, Component::Normal(_)));
+    // Judged on the text: `Path::components` would hide `a/./b` and `a//b`.
+    let plain = path
+        .split('/')
+        .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+        && p.components().all(|c| matches!(c, Component::Normal(_)));
     (plain && (path == "config/aica.toml" || path.starts_with("uploads/"))).then_some(p)
 }
 
@@ -204,6 +215,19 @@ fn pass(
         .map_err(|e| classify.err("not a tar archive", e))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| classify.err("unreadable entry", e))?;
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            return Err(corrupt(
+                name,
+                format!(
+                    "member {:?} is not a regular file ({:?}); aica writes only regular files",
+                    entry
+                        .path()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    entry.header().entry_type()
+                ),
+            ));
+        }
         let member = entry
             .path()
             .map_err(|e| corrupt(name, e.to_string()))?

@@ -76,10 +76,17 @@ fn fail(e: BackupError) -> anyhow::Error {
 }
 
 fn age(unix: i64) -> String {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
     if unix == 0 {
         return "-".into();
     }
-    crate::util::human_secs((time::OffsetDateTime::now_utc().unix_timestamp() - unix).max(0) as u64)
+    if unix > now + backup::FUTURE_SLACK_SECS {
+        return format!(
+            "IN THE FUTURE ({})",
+            crate::util::human_secs((unix - now) as u64)
+        );
+    }
+    crate::util::human_secs((now - unix).max(0) as u64)
 }
 
 fn mib(b: u64) -> String {

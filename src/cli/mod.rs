@@ -167,7 +167,26 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(run(cli));
+    if one_shot {
+        // Output that cannot be written (stdout on a full disk, /dev/full) makes
+        // `println!` panic: say what failed in one line, exit 1, no backtrace.
+        std::panic::set_hook(Box::new(|info| {
+            use std::io::Write;
+            let msg = info
+                .payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                .unwrap_or("internal error");
+            let _ = writeln!(std::io::stderr(), "error: {msg}");
+        }));
+    }
+    let result =
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(run(cli))))
+        {
+            Ok(r) => r,
+            Err(_) => return ExitCode::from(1),
+        };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

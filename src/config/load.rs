@@ -305,6 +305,14 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         secrets.push(pw.to_string());
     }
     let paths = Paths::resolve(&settings, &opts.dir);
+    if let Some((key, value, allowed)) = overlapping(&settings, &paths) {
+        return Err(ConfigError::Invalid {
+            origin: sources.get(key).cloned().unwrap_or(Source::Default),
+            key: key.into(),
+            value,
+            allowed,
+        });
+    }
     Ok(Loaded {
         settings,
         paths,
@@ -344,6 +352,77 @@ fn locate(
         origin: "merged configuration".into(),
         message: whole.message().to_string(),
     }
+}
+
+/// `p` with symlinks resolved where it exists, `.` and `..` resolved by text elsewhere.
+fn normal(p: &std::path::Path) -> PathBuf {
+    if let Ok(c) = p.canonicalize() {
+        return c;
+    }
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    match (out.parent(), out.file_name()) {
+        (Some(parent), Some(name)) if parent != out => normal(parent).join(name),
+        _ => out,
+    }
+}
+
+/// Directories that must not overlap: a restore replaces `data/uploads`, so
+/// backups (and their mirror) may not live there, and aica's own directories
+/// may not hold the data. Returns the offending key, its value and the rule.
+fn overlapping(s: &Settings, p: &Paths) -> Option<(&'static str, String, String)> {
+    let within = |a: &PathBuf, b: &PathBuf| a.starts_with(b) || b.starts_with(a);
+    let data = normal(&p.data);
+    let backups = normal(&p.backups);
+    let db_dir = normal(p.db.parent().unwrap_or(&p.base));
+    if within(&backups, &data) {
+        return Some((
+            "paths.backup_dir",
+            s.paths.backup_dir.clone(),
+            "a directory that neither contains nor lies inside paths.data_dir (a restore replaces data/uploads)".into(),
+        ));
+    }
+    let mirror = super::Settings::mirror_path(s, &p.base).map(|m| normal(&m));
+    if let Some(m) = &mirror
+        && (within(m, &data) || m.starts_with(&backups))
+    {
+        return Some((
+            "backup.mirror_dir",
+            s.backup.mirror_dir.clone(),
+            "a directory outside paths.data_dir and outside paths.backup_dir (a second copy on another volume)".into(),
+        ));
+    }
+    for (key, dir) in [
+        ("paths.run_dir", &p.run),
+        ("paths.log_dir", &p.logs),
+        ("paths.report_dir", &p.reports),
+    ] {
+        let d = normal(dir);
+        if data.starts_with(&d) || db_dir.starts_with(&d) || d == backups {
+            return Some((
+                key,
+                d.display().to_string(),
+                "a directory of its own, not holding paths.data_dir, the database or the backups"
+                    .into(),
+            ));
+        }
+    }
+    if db_dir.starts_with(&backups) {
+        return Some((
+            "database.url",
+            p.db.display().to_string(),
+            "a database outside paths.backup_dir".into(),
+        ));
+    }
+    None
 }
 
 /// `AICA_SERVER_BODY_LIMIT_BYTES` → `server.body_limit_bytes`.

@@ -458,6 +458,14 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// `backup.mirror_dir` resolved against `base`, when set.
+    pub fn mirror_path(&self, base: &Path) -> Option<PathBuf> {
+        let d = self.backup.mirror_dir.trim();
+        (!d.is_empty()).then(|| base.join(d))
+    }
+}
+
 /// Settings with every relative path resolved against the working directory.
 #[derive(Debug, Clone)]
 pub struct Paths {

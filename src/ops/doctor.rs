@@ -97,6 +97,7 @@ pub fn run(l: &Loaded) -> Vec<Check> {
     }
     out.push(database(&l.paths.db));
     out.push(backup_debris(l));
+    out.push(interrupted_restore(l));
     out.push(disk(
         &l.paths.data,
         s.health.disk_warn_free_mib,
@@ -229,6 +230,28 @@ fn database(db: &Path) -> Check {
             format!("{} cannot be opened as SQLite: {e}", db.display()),
             Some("check the file is an aica database and readable; restore a backup if it is damaged".into()),
         ),
+    }
+}
+
+/// A live restore that replaced the database but died before the uploads and
+/// configuration were in place leaves a marker naming the backup.
+fn interrupted_restore(l: &Loaded) -> Check {
+    let marker = l.paths.data.join(crate::backup::restore::INCOMPLETE);
+    match std::fs::read_to_string(&marker) {
+        Ok(name) => {
+            let name = name.trim().trim_end_matches(".aicabak").to_string();
+            check(
+                "restore",
+                Level::Fail,
+                format!(
+                    "a restore of {name} was interrupted after the database was replaced: uploads and aica.toml may still be the old ones"
+                ),
+                Some(format!(
+                    "aica backup restore {name} --yes   (finishes it; the old state is in the safety snapshot)"
+                )),
+            )
+        }
+        Err(_) => check("restore", Level::Pass, "no interrupted restore", None),
     }
 }
 
