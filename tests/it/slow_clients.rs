@@ -119,3 +119,72 @@ async fn a_stalled_body_is_a_408() {
         "{audit:?}"
     );
 }
+
+/// Send `head` (and `body`, and then keep the connection open) and read the first answer.
+async fn first_answer(app: &TestApp, head: &str, trickle: bool) -> (String, Duration) {
+    let mut s = TcpStream::connect(addr(app)).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && !String::from_utf8_lossy(&out).contains("\r\n\r\n") {
+        if trickle {
+            // One byte every 300 ms: never idle long enough for a per-chunk timeout.
+            let _ = s.write_all(b" ").await;
+        }
+        match tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            _ => {}
+        }
+    }
+    (String::from_utf8_lossy(&out).to_string(), start.elapsed())
+}
+
+#[tokio::test]
+async fn bodies_are_not_read_before_the_request_is_allowed() {
+    let app = TestApp::start_with(&["server.body_read_timeout_secs=2"]).await;
+    let key = app.key("ed", "editor");
+    // Anonymous: 401 at once, without inviting or reading the body.
+    let (t, took) = first_answer(
+        &app,
+        "POST /api/articles HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\nExpect: 100-continue\r\n\r\n",
+        false,
+    )
+    .await;
+    assert!(t.starts_with("HTTP/1.1 401"), "{t}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    // Declared too large: 413 at once.
+    let (t, took) = first_answer(
+        &app,
+        &format!("POST /api/articles HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: 2000000000\r\n\r\n{{"),
+        false,
+    )
+    .await;
+    assert!(t.starts_with("HTTP/1.1 413"), "{t}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    // A body trickling in forever: 408 after the total body time, not a 5xx after the request timeout.
+    let (t, took) = first_answer(
+        &app,
+        &format!("POST /api/articles HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{{"),
+        true,
+    )
+    .await;
+    assert!(t.starts_with("HTTP/1.1 408"), "{t}");
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    // Ambiguous or compressed bodies and doubled credentials are refused.
+    for (extra, want) in [
+        ("Content-Type: text/plain\r\n", "415"),
+        ("Content-Encoding: gzip\r\n", "415"),
+        (&format!("Authorization: Bearer {key}\r\n")[..], "401"),
+    ] {
+        let (t, _) = first_answer(
+            &app,
+            &format!("POST /api/articles HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n{extra}Content-Length: 2\r\n\r\n{{}}"),
+            false,
+        )
+        .await;
+        assert!(t.starts_with(&format!("HTTP/1.1 {want}")), "{extra}: {t}");
+    }
+}

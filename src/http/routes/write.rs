@@ -9,7 +9,8 @@ use crate::web::error::ApiError;
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -24,6 +25,96 @@ fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
         cur = e.source();
     }
     false
+}
+
+/// Is `v` a JSON media type (`application/json` or `application/*+json`)?
+fn is_json(v: &HeaderValue) -> bool {
+    let Ok(v) = v.to_str() else { return false };
+    let essence = v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub.ends_with("+json") && sub.len() > 5)
+}
+
+/// Read a JSON body only after the caller authenticated the request: the
+/// headers are checked first (one JSON Content-Type, no Content-Encoding, a
+/// declared length within server.body_limit_bytes: 413 at once, so nothing is
+/// read or buffered for a request that will be refused), then the body is read
+/// within server.body_read_timeout_secs in total (408 otherwise).
+async fn read_json<T: serde::de::DeserializeOwned>(
+    st: &AppState,
+    headers: &HeaderMap,
+    payload: Body,
+) -> Result<T, ApiError> {
+    let s = &st.settings.server;
+    let limit = s.body_limit_bytes as usize;
+    let types: Vec<&HeaderValue> = headers.get_all(header::CONTENT_TYPE).iter().collect();
+    if types.len() != 1 || !is_json(types[0]) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with exactly one 'Content-Type: application/json' header",
+        ));
+    }
+    if headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "compressed request bodies (Content-Encoding) are not accepted; send plain JSON",
+        ));
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let deadline = std::time::Duration::from_secs(s.body_read_timeout_secs);
+    let bytes = match tokio::time::timeout(deadline, axum::body::to_bytes(payload, limit)).await {
+        Err(_) => return Err(body_timeout()),
+        Ok(Err(e)) if timed_out(&e) => return Err(body_timeout()),
+        Ok(Err(e)) if too_long(&e) => return Err(too_large()),
+        Ok(Err(e)) => {
+            return Err(ApiError::bad_request(format!(
+                "the request body could not be read: {e}"
+            )));
+        }
+        Ok(Ok(b)) => b,
+    };
+    body(Json::<T>::from_bytes(&bytes))
+}
+
+fn too_long(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "the request body is larger than server.body_limit_bytes allows",
+    )
+}
+
+fn body_timeout() -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        "the request body did not arrive within server.body_read_timeout_secs; send it without pauses",
+    )
 }
 
 /// Unwrap a JSON body, turning a rejection into our error with a clear message.
@@ -123,13 +214,13 @@ pub async fn create_article(
     State(st): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    payload: Result<Json<ArticleInput>, JsonRejection>,
+    payload: Body,
 ) -> Result<Response, ApiError> {
     let action = "article.create";
     let actor = editor(&st, &headers, addr, action, "articles").await?;
     let mut target = "articles".to_string();
     let res = async {
-        let mut input = body(payload)?;
+        let mut input: ArticleInput = read_json(&st, &headers, payload).await?;
         input.validate().map_err(ApiError::bad_request)?;
         target = format!("article {}", input.slug);
         write(&st, &target, true, move |s| {
@@ -146,14 +237,14 @@ pub async fn update_article(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(old): Path<String>,
     headers: HeaderMap,
-    payload: Result<Json<ArticleInput>, JsonRejection>,
+    payload: Body,
 ) -> Result<Response, ApiError> {
     let action = "article.update";
     let target = format!("article {}", clip(&old));
     let actor = editor(&st, &headers, addr, action, &target).await?;
     let res = async {
         slug(&old)?;
-        let mut input = body(payload)?;
+        let mut input: ArticleInput = read_json(&st, &headers, payload).await?;
         input.validate().map_err(ApiError::bad_request)?;
         write(&st, &target, false, move |s| {
             Ok(s.update_article(&old, &input)?)
@@ -189,13 +280,13 @@ pub async fn create_trend(
     State(st): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    payload: Result<Json<TrendInput>, JsonRejection>,
+    payload: Body,
 ) -> Result<Response, ApiError> {
     let action = "trend.create";
     let actor = editor(&st, &headers, addr, action, "trends").await?;
     let mut target = "trends".to_string();
     let res = async {
-        let mut input = body(payload)?;
+        let mut input: TrendInput = read_json(&st, &headers, payload).await?;
         input.validate().map_err(ApiError::bad_request)?;
         target = format!("trend {} {}", input.name, input.period);
         write(&st, &target, true, move |s| {
@@ -212,14 +303,14 @@ pub async fn update_trend(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(raw): Path<String>,
     headers: HeaderMap,
-    payload: Result<Json<TrendInput>, JsonRejection>,
+    payload: Body,
 ) -> Result<Response, ApiError> {
     let action = "trend.update";
     let target = format!("trend {}", clip(&raw));
     let actor = editor(&st, &headers, addr, action, &target).await?;
     let res = async {
         let id = id(&raw, "trend")?;
-        let mut input = body(payload)?;
+        let mut input: TrendInput = read_json(&st, &headers, payload).await?;
         input.validate().map_err(ApiError::bad_request)?;
         write(
             &st,
@@ -258,13 +349,13 @@ pub async fn create_newsletter(
     State(st): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    payload: Result<Json<NewsletterInput>, JsonRejection>,
+    payload: Body,
 ) -> Result<Response, ApiError> {
     let action = "newsletter.create";
     let actor = editor(&st, &headers, addr, action, "newsletters").await?;
     let mut target = "newsletters".to_string();
     let res = async {
-        let mut input = body(payload)?;
+        let mut input: NewsletterInput = read_json(&st, &headers, payload).await?;
         input.validate().map_err(ApiError::bad_request)?;
         target = format!("newsletter {}", input.slug);
         write(&st, &target, true, move |s| {
@@ -281,14 +372,14 @@ pub async fn update_newsletter(
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     Path(raw): Path<String>,
     headers: HeaderMap,
-    payload: Result<Json<NewsletterInput>, JsonRejection>,
+    payload: Body,
 ) -> Result<Response, ApiError> {
     let action = "newsletter.update";
     let target = format!("newsletter {}", clip(&raw));
     let actor = editor(&st, &headers, addr, action, &target).await?;
     let res = async {
         let id = id(&raw, "newsletter")?;
-        let mut input = body(payload)?;
+        let mut input: NewsletterInput = read_json(&st, &headers, payload).await?;
         input.validate().map_err(ApiError::bad_request)?;
         write(&st, &target, false, move |s| {
             Ok(s.update_newsletter(id, &input)?)
