@@ -91,3 +91,18 @@ pub fn rss_bytes() -> Option<u64> {
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
 }
+
+/// Cap glibc's malloc arenas (one per thread by default, up to 8 per core):
+/// a server with many short-lived blocking threads otherwise keeps tens of MiB
+/// of free memory spread over arenas (measured with 16 concurrent clients of
+/// distinct listings: 88 MiB peak RSS with the default, 79 MiB with two arenas;
+/// with the fastest compression level as well, 47 MiB). No-op elsewhere.
+pub fn limit_malloc_arenas(n: i32) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, n);
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = n;
+}

@@ -157,6 +157,9 @@ pub fn main() -> ExitCode {
             )
         };
     }
+    if !one_shot {
+        crate::util::limit_malloc_arenas(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -223,9 +223,12 @@ async fn encodable(accept_encoding: &HeaderValue) -> bool {
 }
 
 fn compression() -> CompressionLayer<impl Predicate> {
+    // The fastest level: brotli's default keeps megabytes of state per
+    // response stream (measured: 16 clients asking br took RSS from 40 to 63 MiB).
     CompressionLayer::new()
         .gzip(true)
         .br(true)
+        .quality(tower_http::CompressionLevel::Fastest)
         .compress_when(compress_when())
 }
 

@@ -96,7 +96,8 @@ fn insert_audit(c: &Connection, e: &AuditEntry) -> Result<()> {
 
 /// Like [`audit`], but counted into the row of the same actor, client, action and
 /// outcome written in the same minute, if there is one: a client hammering the
-/// API without a key adds at most one row per action and minute.
+/// API without a key adds at most one row per action and minute. A row that
+/// counts attempts on different targets says `(several targets)`.
 pub fn audit_aggregated(c: &mut Connection, e: &AuditEntry) -> Result<()> {
     // `at` is `YYYY-MM-DDTHH:MM:SSZ`: the minute starts at `YYYY-MM-DDTHH:MM:00Z`.
     let minute_start = match e.at.get(..17) {
@@ -106,7 +107,9 @@ pub fn audit_aggregated(c: &mut Connection, e: &AuditEntry) -> Result<()> {
     let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let n = tx
         .prepare_cached(
-            "UPDATE audit_log SET count = count + 1 WHERE id = (SELECT id FROM audit_log \
+            "UPDATE audit_log SET count = count + 1, \
+             target = CASE WHEN target = ?6 THEN target ELSE '(several targets)' END \
+             WHERE id = (SELECT id FROM audit_log \
              WHERE client = ?1 AND at >= ?2 AND actor = ?3 AND action = ?4 AND outcome = ?5 \
              ORDER BY id DESC LIMIT 1)",
         )?
@@ -115,7 +118,8 @@ pub fn audit_aggregated(c: &mut Connection, e: &AuditEntry) -> Result<()> {
             minute_start,
             e.actor,
             e.action,
-            e.outcome
+            e.outcome,
+            e.target
         ])?;
     if n == 0 {
         insert_audit(&tx, e)?;

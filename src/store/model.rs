@@ -255,21 +255,43 @@ fn text(field: &str, v: &str, min: usize, max: usize) -> Result<(), String> {
     let n = v.chars().count();
     check(n >= min && n <= max, || {
         format!("field '{field}' must be {min} to {max} characters long, got {n}")
-    })
+    })?;
+    check(min == 0 || !v.trim().is_empty(), || {
+        format!("field '{field}' must not be only spaces")
+    })?;
+    check(
+        !v.chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t'),
+        || format!("field '{field}' must not contain control characters (NUL, escapes)"),
+    )
+}
+
+/// At most 40 characters of a client's value, for error messages (a value is
+/// never echoed whole: it may be megabytes).
+fn clip(v: &str) -> String {
+    let mut out: String = v.chars().take(40).collect();
+    if v.chars().nth(40).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 fn one_of(field: &str, v: &str, allowed: &[&str]) -> Result<(), String> {
     check(allowed.contains(&v), || {
         format!(
-            "field '{field}' must be one of {}, got {v:?}",
-            allowed.join(", ")
+            "field '{field}' must be one of {}, got {:?}",
+            allowed.join(", "),
+            clip(v)
         )
     })
 }
 
 fn slug(v: &str) -> Result<(), String> {
     check(valid_slug(v), || {
-        format!("field 'slug' must be 1 to 120 characters of a-z, 0-9 and '-', got {v:?}")
+        format!(
+            "field 'slug' must be 1 to 120 characters of a-z, 0-9 and '-', got {:?}",
+            clip(v)
+        )
     })
 }
 
@@ -340,6 +362,14 @@ impl TrendInput {
             )
         })?;
         self.period = p.get(..10).unwrap_or(&p).to_string();
+        let latest =
+            crate::util::fmt_time(time::OffsetDateTime::now_utc() + time::Duration::days(7));
+        if self.period.as_str() > latest.get(..10).unwrap_or_default() {
+            return Err(format!(
+                "field 'period' is the week the figures describe; {} is more than a week ahead",
+                self.period
+            ));
+        }
         Ok(())
     }
 }
@@ -362,7 +392,19 @@ impl NewsletterInput {
                 )
             },
         )?;
-        opt_time("issued_at", &mut self.issued_at)
+        opt_time("issued_at", &mut self.issued_at)?;
+        let soon =
+            crate::util::fmt_time(time::OffsetDateTime::now_utc() + time::Duration::minutes(5));
+        match (self.status.as_str(), &self.issued_at) {
+            ("sent" | "scheduled", None) => Err(format!(
+                "field 'issued_at' is required for a {} newsletter",
+                self.status
+            )),
+            ("sent", Some(t)) if *t > soon => Err(
+                "field 'issued_at' of a sent newsletter cannot be in the future; use status 'scheduled'".into(),
+            ),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -241,3 +241,63 @@ async fn anonymous_refusals_are_aggregated() {
         "{rows:?}"
     );
 }
+
+/// Second attack round: long values are not echoed whole, aggregated
+/// anonymous rows do not name one target for many, and dates that would take
+/// over the dashboard are refused.
+#[tokio::test]
+async fn echoes_targets_and_dates_stay_honest() {
+    let app = TestApp::start().await;
+    let key = app.key("ed", "editor");
+    let r = app
+        .send(
+            Method::POST,
+            "/api/articles",
+            Some(&key),
+            Some(&article(&"a".repeat(65_000))),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.len() < 2_000 && text.contains("'slug'"),
+        "{} bytes: {}",
+        text.len(),
+        &text[..200.min(text.len())]
+    );
+    for i in 0..5 {
+        let r = app
+            .send(
+                Method::DELETE,
+                &format!("/api/articles/slug-{i}"),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), 401);
+    }
+    let audit = app.store.recent_audit(100).unwrap();
+    let row = audit
+        .iter()
+        .find(|e| e.actor == "anonymous" && e.action == "article.delete")
+        .unwrap();
+    assert_eq!(row.count, 5);
+    assert_eq!(row.target, "(several targets)");
+    for (path, body) in [
+        (
+            "/api/trends",
+            json!({"name": "p", "category": "c", "period": "9999-12-31", "score": 1}),
+        ),
+        (
+            "/api/newsletters",
+            json!({"slug": "n1", "title": "t", "body": "b", "status": "sent", "issued_at": "9999-01-01"}),
+        ),
+        (
+            "/api/newsletters",
+            json!({"slug": "n2", "title": "t", "body": "b", "status": "sent"}),
+        ),
+    ] {
+        let r = app.send(Method::POST, path, Some(&key), Some(&body)).await;
+        assert_eq!(r.status(), 400, "{body}");
+    }
+}

@@ -7,9 +7,9 @@ use crate::http::{AppState, params};
 use crate::store::{ArticleInput, ContentStore, NewsletterInput, TrendInput, valid_slug};
 use crate::web::error::ApiError;
 use axum::Json;
+use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
-use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -30,7 +30,12 @@ fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
 /// Is `v` a JSON media type (`application/json` or `application/*+json`)?
 fn is_json(v: &HeaderValue) -> bool {
     let Ok(v) = v.to_str() else { return false };
-    let essence = v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = v
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     essence == "application/json"
         || essence
             .strip_prefix("application/")
