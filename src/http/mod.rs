@@ -232,6 +232,23 @@ fn compression() -> CompressionLayer<impl Predicate> {
         .compress_when(compress_when())
 }
 
+/// A compressed answer is another representation: its entity tag may not be
+/// the strong tag of the identity bytes, so it becomes weak (`W/"..."`);
+/// `If-None-Match` compares weakly, so revalidation still gets its 304.
+async fn weak_etag_when_encoded<B>(mut r: axum::http::Response<B>) -> axum::http::Response<B> {
+    if r.headers().contains_key(header::CONTENT_ENCODING)
+        && let Some(tag) = r.headers().get(header::ETAG).cloned()
+        && !tag.as_bytes().starts_with(b"W/")
+    {
+        let mut weak = b"W/".to_vec();
+        weak.extend_from_slice(tag.as_bytes());
+        if let Ok(v) = HeaderValue::from_bytes(&weak) {
+            r.headers_mut().insert(header::ETAG, v);
+        }
+    }
+    r
+}
+
 /// The backend application.
 pub fn app(state: AppState) -> Router {
     app_with(state, Router::new())
@@ -250,6 +267,7 @@ pub fn app_with(state: AppState, extra: Router<AppState>) -> Router {
     let stack = tower::ServiceBuilder::new()
         .layer(cors)
         .layer(axum::middleware::from_fn(negotiate))
+        .layer(axum::middleware::map_response(weak_etag_when_encoded))
         .layer(compression())
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(DefaultBodyLimit::max(body_limit));

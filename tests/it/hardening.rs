@@ -384,3 +384,35 @@ async fn health_reads_the_database_file() {
         "{v}"
     );
 }
+
+/// A compressed representation carries a weak entity tag (not the strong tag
+/// of the identity bytes), and revalidating with it still gets a 304.
+#[tokio::test]
+async fn compressed_answers_have_weak_etags() {
+    let app = TestApp::start().await;
+    let url = format!("{}/api/optimized/articles?limit=50", app.url);
+    let plain = app.client.get(&url).send().await.unwrap();
+    let strong = plain.headers()["etag"].to_str().unwrap().to_string();
+    assert!(!strong.starts_with("W/"), "{strong}");
+    for enc in ["gzip", "br"] {
+        let r = app
+            .client
+            .get(&url)
+            .header("accept-encoding", enc)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["content-encoding"], enc);
+        let tag = r.headers()["etag"].to_str().unwrap().to_string();
+        assert_eq!(tag, format!("W/{strong}"));
+        let again = app
+            .client
+            .get(&url)
+            .header("accept-encoding", enc)
+            .header("if-none-match", &tag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304);
+    }
+}
