@@ -5,7 +5,7 @@ TARGET_DIR := $(or $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev
 AICA  := $(TARGET_DIR)/release/aica
 ARGS  ?=
 
-.PHONY: help build up down restart status serve logs doctor config backup list-backups verify-backups restore restore-from backup-drill prune-backups test lint fmt bench-http bench-backup
+.PHONY: help build up down restart status serve logs doctor config backup list-backups verify-backups restore restore-from backup-drill prune-backups test lint fmt bench-http bench-backup bench-rss
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ fmt: ## Format the code
 
 bench-http: ## HTTP benchmark against FastAPI and bare axum (needs wrk)
 	bash bench/http.sh
+
+bench-rss: ## RSS under 16 concurrent clients of distinct reads (make bench-rss ARGS="64 20")
+	bash bench/rss.sh $(ARGS)
 
 bench-backup: ## Backup/restore benchmark against cp+tar and sqlite3 .backup+zstd
 	bash bench/backup.sh
