@@ -893,3 +893,77 @@ fn attack2_archive_members_must_be_plain_regular_files() {
         );
     }
 }
+
+#[test]
+fn attack2_a_damaged_target_is_moved_aside_untouched_with_its_wal() {
+    let d = seeded();
+    let dir = d.path();
+    let name = create_verified(dir);
+    // A database whose committed rows are still in its WAL, copied while open.
+    let src = dir.join("src.db");
+    let c = Connection::open(&src).unwrap();
+    c.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;
+         CREATE TABLE t (x BLOB); INSERT INTO t SELECT randomblob(3000) FROM (SELECT 1 UNION SELECT 2 UNION SELECT 3);",
+    )
+    .unwrap();
+    for i in 0..40 {
+        c.execute("INSERT INTO t VALUES (randomblob(3000))", [])
+            .unwrap();
+        if i == 19 {
+            // The first half in the main file, the second half only in the WAL.
+            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                .unwrap();
+        }
+    }
+    let target = dir.join("damaged.db");
+    std::fs::copy(&src, &target).unwrap();
+    std::fs::copy(dir.join("src.db-wal"), dir.join("damaged.db-wal")).unwrap();
+    drop(c);
+    // Damage a page of the main file (the header stays a SQLite header).
+    let mut bytes = std::fs::read(&target).unwrap();
+    assert!(bytes.len() >= 8 * 4096, "{}", bytes.len());
+    for page in 1..bytes.len() / 4096 {
+        for b in &mut bytes[page * 4096 + 8..page * 4096 + 900] {
+            *b = 0xAB;
+        }
+    }
+    std::fs::write(&target, &bytes).unwrap();
+    let wal_before = std::fs::read(dir.join("damaged.db-wal")).unwrap();
+    let o = aica(
+        dir,
+        &[
+            "backup",
+            "restore",
+            &name,
+            "--yes",
+            "--target",
+            "damaged.db",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("could not be read"), "{}", text(&o));
+    let aside: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().to_string();
+            n.starts_with("damaged.db.unreadable-") && !n.ends_with("-wal") && !n.ends_with("-shm")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(
+        std::fs::read(&aside[0]).unwrap(),
+        bytes,
+        "the damaged file was modified"
+    );
+    let mut wal = aside[0].as_os_str().to_owned();
+    wal.push("-wal");
+    assert_eq!(
+        std::fs::read(&wal).unwrap(),
+        wal_before,
+        "its WAL was not kept whole"
+    );
+    assert_eq!(integrity(&target), "ok");
+}
