@@ -162,3 +162,29 @@ pub async fn audit_outcome(
     })
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any Authorization header value (and any number of them) parses
+        /// without a panic; a token comes out only from one `Bearer <token>`.
+        #[test]
+        fn any_authorization_header_parses(values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..80), 0..3)) {
+            let mut h = HeaderMap::new();
+            for v in &values {
+                if let Ok(v) = HeaderValue::from_bytes(v) {
+                    h.append(header::AUTHORIZATION, v);
+                }
+            }
+            let n = h.get_all(header::AUTHORIZATION).iter().count();
+            if let Some(t) = bearer(&h) {
+                prop_assert_eq!(n, 1);
+                prop_assert!(!t.is_empty());
+            }
+        }
+    }
+}

@@ -233,6 +233,22 @@ fn weight(k: &(u64, String), v: &Cached) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any If-None-Match value is answered 200 or 304, never a panic.
+        #[test]
+        fn any_if_none_match_is_answered(raw in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let v = Cached::new(&serde_json::json!({"a": 1})).unwrap();
+            let mut h = HeaderMap::new();
+            if let Ok(x) = HeaderValue::from_bytes(&raw) {
+                h.insert(header::IF_NONE_MATCH, x);
+            }
+            let s = v.respond(&h).status();
+            prop_assert!(s == StatusCode::OK || s == StatusCode::NOT_MODIFIED);
+        }
+    }
+
     use super::*;
 
     #[test]

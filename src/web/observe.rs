@@ -352,3 +352,22 @@ async fn json_error(resp: Response, rid: &str) -> Response {
     let body = serde_json::to_vec(&value).unwrap_or_default();
     Response::from_parts(parts, axum::body::Body::from(body))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any incoming x-request-id is either kept as it is (short, plain) or replaced.
+        #[test]
+        fn any_request_id_header_is_checked(raw in proptest::collection::vec(any::<u8>(), 0..120)) {
+            if let Ok(v) = HeaderValue::from_bytes(&raw)
+                && let Some(id) = valid_incoming(&v)
+            {
+                prop_assert!(id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            }
+            prop_assert_eq!(new_request_id().len(), 16);
+        }
+    }
+}
