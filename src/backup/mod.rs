@@ -365,10 +365,6 @@ pub fn read_sidecar(archive: &Path) -> Option<Sidecar> {
 /// Write the sidecar of `archive` (atomically). Needs the lock: sidecars hold
 /// recorded state, and two writers would lose one another's results.
 pub fn write_sidecar(_lock: &BackupLock, archive: &Path, s: &Sidecar) -> Result<()> {
-    write_sidecar_unlocked(archive, s)
-}
-
-fn write_sidecar_unlocked(archive: &Path, s: &Sidecar) -> Result<()> {
     let json =
         serde_json::to_vec_pretty(s).map_err(|e| io("encode sidecar")(std::io::Error::other(e)))?;
     crate::util::write_atomic(&sidecar_path(archive), &json)

@@ -45,6 +45,14 @@ fn aica_fsize_limited(dir: &Path, args: &[&str], limit: u64) -> Output {
     cmd.output().unwrap()
 }
 
+/// `aica backup restore NAME --yes --target TARGET` in `dir`.
+fn restore_to(dir: &Path, name: &str, target: &str) -> Output {
+    aica(
+        dir,
+        &["backup", "restore", name, "--yes", "--target", target],
+    )
+}
+
 fn create_verified(dir: &Path) -> String {
     let o = aica(dir, &["backup", "create", "--verify"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -122,10 +130,7 @@ fn finding_2_a_target_that_is_not_a_file_is_refused_and_nothing_moves() {
     std::fs::create_dir(dir.join("somedir")).unwrap();
     std::fs::write(dir.join("somedir/keep.txt"), "mine").unwrap();
     for target in ["somedir", "/dev/null"] {
-        let o = aica(
-            dir,
-            &["backup", "restore", "--latest", "--yes", "--target", target],
-        );
+        let o = restore_to(dir, "--latest", target);
         assert_eq!(o.status.code(), Some(2), "{target}: {}", text(&o));
         assert!(
             text(&o).contains("not a database file") && text(&o).contains("Try:"),
@@ -378,17 +383,7 @@ fn finding_7_failures_that_are_not_about_the_backup_leave_its_state_alone() {
     let dir = d.path();
     let name = create_verified(dir);
     // An unwritable target.
-    let o = aica(
-        dir,
-        &[
-            "backup",
-            "restore",
-            &name,
-            "--yes",
-            "--target",
-            "/proc/aica-restore.db",
-        ],
-    );
+    let o = restore_to(dir, &name, "/proc/aica-restore.db");
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(!text(&o).contains("corrupt"), "{}", text(&o));
     assert_eq!(list(dir)[0].state, State::Verified);
@@ -424,7 +419,7 @@ fn finding_8_targets_names_locks_mirrors_and_junk() {
 
     // A target inside the backup store is refused; the archive stays as it was.
     let t = format!("backups/{name}");
-    let o = aica(dir, &["backup", "restore", &name, "--yes", "--target", &t]);
+    let o = restore_to(dir, &name, &t);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains("inside the backup directory"),
@@ -468,10 +463,7 @@ fn finding_8_targets_names_locks_mirrors_and_junk() {
             State::Verified,
             "{field}: the archive was blamed"
         );
-        let o = aica(
-            dir,
-            &["backup", "restore", &name, "--yes", "--target", "y.db"],
-        );
+        let o = restore_to(dir, &name, "y.db");
         assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     }
     std::fs::remove_file(&side).unwrap();
@@ -578,7 +570,7 @@ fn attack_targets_that_are_not_databases_or_are_aicas_own_files() {
         "run/aica.pid",
         ".env.production",
     ] {
-        let o = aica(dir, &["backup", "restore", &name, "--yes", "--target", t]);
+        let o = restore_to(dir, &name, t);
         assert_eq!(o.status.code(), Some(2), "{t}: {}", text(&o));
         assert!(text(&o).contains("Try:"), "{}", text(&o));
     }
@@ -598,10 +590,7 @@ fn attack_targets_that_are_not_databases_or_are_aicas_own_files() {
     let c = Connection::open(&app).unwrap();
     c.execute_batch("PRAGMA journal_mode=DELETE; CREATE TABLE t (x); INSERT INTO t VALUES (1);")
         .unwrap();
-    let o = aica(
-        dir,
-        &["backup", "restore", &name, "--yes", "--target", "app.db"],
-    );
+    let o = restore_to(dir, &name, "app.db");
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(
         text(&o).contains(&format!("open by process {}", std::process::id())),
@@ -658,17 +647,7 @@ fn attack_environment_failures_and_odd_layouts() {
     // A restore into a directory another restore is writing into waits its turn.
     let data = std::fs::File::open(dir.join("data")).unwrap();
     let held = nix::fcntl::Flock::lock(data, nix::fcntl::FlockArg::LockExclusive).unwrap();
-    let o = aica(
-        dir,
-        &[
-            "backup",
-            "restore",
-            &name,
-            "--yes",
-            "--target",
-            "data/copy.db",
-        ],
-    );
+    let o = restore_to(dir, &name, "data/copy.db");
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("another restore"), "{}", text(&o));
     drop(held);
@@ -781,10 +760,7 @@ fn attack2_odd_uploads_truncation_hard_links_and_occupied_staging_names() {
     );
     // A hard link of the live database is not a way around "restore by its own name".
     std::fs::hard_link(dir.join("data/aica_sys.db"), dir.join("hl.db")).unwrap();
-    let o = aica(
-        dir,
-        &["backup", "restore", &older, "--yes", "--target", "hl.db"],
-    );
+    let o = restore_to(dir, &older, "hl.db");
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("hard link"), "{}", text(&o));
     // Whatever already sits at the staging name is not the restore's to delete.
@@ -930,17 +906,7 @@ fn attack2_a_damaged_target_is_moved_aside_untouched_with_its_wal() {
     }
     std::fs::write(&target, &bytes).unwrap();
     let wal_before = std::fs::read(dir.join("damaged.db-wal")).unwrap();
-    let o = aica(
-        dir,
-        &[
-            "backup",
-            "restore",
-            &name,
-            "--yes",
-            "--target",
-            "damaged.db",
-        ],
-    );
+    let o = restore_to(dir, &name, "damaged.db");
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("could not be read"), "{}", text(&o));
     let aside: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
