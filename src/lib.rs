@@ -2,7 +2,7 @@
 //!
 //! See ARCHITECTURE.md for the codemap and the layers. In short: `cli` parses and
 //! dispatches; `http` and `console` are the two faces; `backup` and `ops` are
-//! services; `config`, `store`, `telemetry`, `run`, `check` and `util` are the
+//! services; `config`, `store`, `shared`, `telemetry`, `run`, `check` and `util` are the
 //! core, which never imports from the layers above it.
 
 pub mod backup;
@@ -13,6 +13,7 @@ pub mod console;
 pub mod http;
 pub mod ops;
 pub mod run;
+pub mod shared;
 pub mod store;
 pub mod telemetry;
 pub mod util;

@@ -106,3 +106,11 @@ pub fn limit_malloc_arenas(n: i32) {
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     let _ = n;
 }
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -54,12 +54,19 @@ async fn get(client: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {
 async fn serve_and_smoke(
     exe: &Path,
     scratch: &Path,
+    db_url: Option<&str>,
     b: &BackupInfo,
     start: Instant,
     report: &mut DrillReport,
 ) -> Result<()> {
     let manifest = super::read_sidecar(&b.path).map(|s| s.manifest);
-    let mut child = crate::run::child::isolated(exe)
+    let mut cmd = crate::run::child::isolated(exe);
+    if let Some(url) = db_url {
+        // A PostgreSQL drill: the server runs on the scratch database (in its
+        // environment, not on a command line that shows the password).
+        cmd.env("DATABASE_URL", url);
+    }
+    let mut child = cmd
         .arg("--dir")
         .arg(scratch)
         .args([
@@ -155,6 +162,17 @@ async fn serve_and_smoke(
     Ok(())
 }
 
+/// Errors are not Clone (they hold io::Error): keep the message and whether it is evidence.
+fn clone_err(e: &BackupError) -> BackupError {
+    match e {
+        BackupError::Corrupt { name, detail } => BackupError::Corrupt {
+            name: name.clone(),
+            detail: detail.clone(),
+        },
+        other => BackupError::Refused(other.to_string()),
+    }
+}
+
 fn markdown(r: &DrillReport) -> String {
     let mut s = format!(
         "# Backup drill {}\n\nResult: **{}**\n\n| | |\n|---|---|\n| backup | {} (taken {}) |\n| RTO (start → restored server ready) | {:.2} s |\n| RPO (age of the backup) | {} |\n| verify + extract | {:.2} s |\n\n## Smoke requests\n\n| request | status | ok | detail |\n|---|---|---|---|\n",
@@ -228,7 +246,7 @@ pub async fn drill(l: &Loaded, name: Option<&str>, exe: &Path) -> Result<DrillRe
         let bi = b.clone();
         let db = data.join("aica_sys.db");
         let (lock, v) = tokio::task::spawn_blocking(move || {
-            let v = super::verify::check(&bi, &db, None, &Cancel::default());
+            let v = super::verify::check_with(&bi, &db, None, lock.server(), &Cancel::default());
             let recorded = super::verify::record(&lock, &bi, &v);
             (lock, recorded.and(v))
         })
@@ -237,10 +255,19 @@ pub async fn drill(l: &Loaded, name: Option<&str>, exe: &Path) -> Result<DrillRe
         report.verify_seconds = start.elapsed().as_secs_f64();
         (lock, v)
     };
-    let outcome = match verified {
-        Ok(_) => serve_and_smoke(exe, scratch.path(), &b, start, &mut report).await,
-        Err(e) => Err(e),
+    let outcome = match &verified {
+        Ok(v) => {
+            let url = v.scratch.as_ref().map(|s| s.url.as_str());
+            serve_and_smoke(exe, scratch.path(), url, &b, start, &mut report).await
+        }
+        Err(_) => Err(verified
+            .as_ref()
+            .err()
+            .map(clone_err)
+            .unwrap_or(BackupError::Cancelled)),
     };
+    // A PostgreSQL scratch database is dropped here, after its server stopped.
+    drop(verified);
     report.ok = outcome.is_ok() && !report.smoke.is_empty() && report.smoke.iter().all(|s| s.ok);
     if let Err(e) = &outcome {
         report.error = Some(e.to_string());

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 pub struct BackupLock {
     _held: HeldLock,
     dir: PathBuf,
+    /// The PostgreSQL server (`database.url`) when that is the store.
+    server: Option<String>,
 }
 
 /// Something an interrupted operation left behind.
@@ -166,7 +168,15 @@ impl BackupLock {
             LockError::Held { holder, .. } => BackupError::Locked(holder),
             e => BackupError::Refused(e.to_string()),
         })?;
-        let lock = BackupLock { _held: held, dir };
+        let server = match &l.paths.backend {
+            crate::store::Backend::Postgres(url) => Some(url.clone()),
+            crate::store::Backend::Sqlite(_) => None,
+        };
+        let lock = BackupLock {
+            _held: held,
+            dir,
+            server,
+        };
         lock.rebuild_sidecars();
         Ok(lock)
     }
@@ -174,6 +184,11 @@ impl BackupLock {
     /// The backup directory this lock guards.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The PostgreSQL server when that is the configured store.
+    pub fn server(&self) -> Option<&str> {
+        self.server.as_deref()
     }
 
     fn sweep(&self, l: &Loaded) {

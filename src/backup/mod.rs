@@ -14,6 +14,7 @@
 pub mod dest;
 pub mod drill;
 mod lock;
+pub mod pg;
 pub mod restore;
 pub mod retention;
 pub mod schedule;
@@ -33,6 +34,8 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const EXT: &str = "aicabak";
 /// Path of the database inside an archive.
 pub const DB_MEMBER: &str = "db/aica_sys.db";
+/// Path of a PostgreSQL dump (`pg_dump --format=custom`) inside an archive.
+pub const PG_DUMP_MEMBER: &str = "db/aica.pgdump";
 pub const MANIFEST_MEMBER: &str = "manifest.json";
 
 /// Why a backup operation failed; each message names the fix. Only
@@ -253,6 +256,13 @@ pub struct Member {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
     pub format_version: u32,
+    /// Which database the backup holds: `sqlite` (a page-for-page file) or
+    /// `postgres` (a `pg_dump --format=custom` of one snapshot).
+    #[serde(default = "sqlite_engine")]
+    pub engine: String,
+    /// PostgreSQL: the server's version when the dump was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
     pub created_at: String,
     pub created_unix: i64,
     pub kind: Kind,
@@ -266,6 +276,10 @@ pub struct Manifest {
     pub members: Vec<Member>,
     /// Keys of `.env.production` whose values were left out of the backup.
     pub secrets_excluded: Vec<String>,
+}
+
+fn sqlite_engine() -> String {
+    "sqlite".into()
 }
 
 /// Read a recorded check, also in the form of sidecars written before checks

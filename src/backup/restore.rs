@@ -452,7 +452,7 @@ fn swap(
             let snap = create_locked(
                 lock,
                 l,
-                path,
+                &crate::store::Backend::Sqlite(path.to_path_buf()),
                 &CreateOptions {
                     kind: Kind::Safety,
                     note: Some(format!("before restoring {}", b.name)),

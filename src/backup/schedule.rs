@@ -1,9 +1,62 @@
 //! Scheduled backups inside `aica serve`: a cron expression (UTC), each run
 //! logged, counted in `aica_backups_total{result}`, and verified if configured.
+//! Across replicas a tick runs once: only the scheduler leader tries, and it
+//! first claims the tick in the database (a unique row per job and tick).
 
 use super::Cancel;
 use crate::config::Loaded;
+use crate::store::ContentStore;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// The job's name in the run history.
+pub const JOB: &str = "backup";
+
+/// Who may run a tick: the leader (if there are replicas) that claims it first.
+pub struct Gate {
+    pub store: Arc<dyn ContentStore>,
+    /// `None` for one process; otherwise whether this replica leads.
+    pub leader: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+impl Gate {
+    /// Whether this process runs the tick at `tick`; records the claim.
+    async fn admit(&self, tick: &str) -> bool {
+        if let Some(l) = &self.leader
+            && !*l.borrow()
+        {
+            tracing::debug!(
+                tick,
+                "not the scheduler leader: another replica runs this backup"
+            );
+            return false;
+        }
+        let (store, t) = (self.store.clone(), tick.to_string());
+        match tokio::task::spawn_blocking(move || store.claim_run(JOB, &t)).await {
+            Ok(Ok(true)) => true,
+            Ok(Ok(false)) => {
+                tracing::info!(tick, "scheduled backup already claimed by another replica");
+                false
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, tick, "cannot record the scheduled backup run; skipping this tick");
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "claim task failed");
+                false
+            }
+        }
+    }
+
+    async fn finish(&self, tick: &str, outcome: &str, detail: String) {
+        let (store, t, o) = (self.store.clone(), tick.to_string(), outcome.to_string());
+        let res = tokio::task::spawn_blocking(move || store.finish_run(JOB, &t, &o, &detail)).await;
+        if !matches!(res, Ok(Ok(()))) {
+            tracing::warn!(tick, "cannot record how the scheduled backup ended");
+        }
+    }
+}
 
 /// Take (and verify) one scheduled backup; returns its name.
 pub fn run_once(l: &Loaded, cancel: &Cancel) -> super::Result<String> {
@@ -32,9 +85,9 @@ async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
 /// Run until `stop` turns true: sleep until the next cron time, back up,
 /// repeat. A backup running when `stop` turns is cancelled and waited for,
 /// so nothing outlives the server's lock and pid file.
-pub async fn run(l: Loaded, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn run(l: Loaded, gate: Gate, mut stop: tokio::sync::watch::Receiver<bool>) {
     let expr = l.settings.backup.schedule.trim().to_string();
-    let Ok(cron) = expr.parse::<croner::Cron>() else {
+    let Ok(cron) = crate::config::parse_cron(&expr) else {
         tracing::error!(
             schedule = expr,
             "backup.schedule is not a cron expression; scheduled backups are off"
@@ -56,6 +109,11 @@ pub async fn run(l: Loaded, mut stop: tokio::sync::watch::Receiver<bool>) {
             _ = tokio::time::sleep(wait) => {}
             _ = stopped(&mut stop) => return,
         }
+        let tick = next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        if !gate.admit(&tick).await {
+            // Past the tick, so the next occurrence is the following one.
+            continue;
+        }
         let (ll, cancel) = (l.clone(), Cancel::default());
         let c = cancel.clone();
         let start = std::time::Instant::now();
@@ -72,6 +130,7 @@ pub async fn run(l: Loaded, mut stop: tokio::sync::watch::Receiver<bool>) {
         };
         match res {
             Ok(Ok(name)) => {
+                gate.finish(&tick, "success", name.clone()).await;
                 metrics::counter!("aica_backups_total", "result" => "success").increment(1);
                 tracing::info!(
                     backup = name,
@@ -80,10 +139,12 @@ pub async fn run(l: Loaded, mut stop: tokio::sync::watch::Receiver<bool>) {
                 );
             }
             Ok(Err(e)) => {
+                gate.finish(&tick, "failure", e.to_string()).await;
                 metrics::counter!("aica_backups_total", "result" => "failure").increment(1);
                 tracing::error!(error = %e, "scheduled backup failed");
             }
             Err(e) => {
+                gate.finish(&tick, "failure", e.to_string()).await;
                 metrics::counter!("aica_backups_total", "result" => "failure").increment(1);
                 tracing::error!(error = %e, "scheduled backup task failed");
             }

@@ -34,7 +34,7 @@ pub struct Created {
 }
 
 /// Counts and hashes bytes on their way to the file.
-struct Hashing<W: Write> {
+pub(crate) struct Hashing<W: Write> {
     inner: W,
     hasher: blake3::Hasher,
     written: u64,
@@ -101,7 +101,7 @@ impl Read for Pages<'_> {
     }
 }
 
-fn header(path: &str, size: u64) -> tar::Header {
+pub(crate) fn header(path: &str, size: u64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_size(size);
     h.set_mode(0o600);
@@ -196,12 +196,14 @@ fn uploads(dir: &Path, rel: &str, out: &mut Vec<(String, PathBuf)>) {
 pub fn create_locked(
     lock: &BackupLock,
     l: &Loaded,
-    db: &Path,
+    db: &crate::store::Backend,
     opts: &CreateOptions,
 ) -> Result<Created> {
     let start = Instant::now();
     let dir = lock.dir();
-    if !db.is_file() {
+    if let crate::store::Backend::Sqlite(db) = db
+        && !db.is_file()
+    {
         return Err(BackupError::Refused(format!(
             "no database at {}; start aica once ('make up') or check database.url",
             db.display()
@@ -278,14 +280,24 @@ pub fn create_locked(
     })
 }
 
-fn write_archive(
-    l: &Loaded,
-    db: &Path,
-    opts: &CreateOptions,
-    name: &str,
-    tmp_path: &Path,
-    start: Instant,
-) -> Result<(Manifest, u64, String)> {
+/// An archive being written: tar over multi-threaded zstd over a hashing file writer.
+pub(crate) struct ArchiveWriter {
+    pub(crate) tar: tar::Builder<zstd::Encoder<'static, Hashing<BufWriter<File>>>>,
+    pub(crate) members: Vec<Member>,
+}
+
+/// What the database part of an archive recorded, for the manifest.
+pub(crate) struct DbFacts {
+    pub engine: &'static str,
+    pub source: String,
+    pub server_version: Option<String>,
+    pub schema_version: i64,
+    pub page_size: u64,
+    pub page_count: u64,
+    pub tables: BTreeMap<String, i64>,
+}
+
+fn open_archive(l: &Loaded, tmp_path: &Path) -> Result<ArchiveWriter> {
     let file = File::create(tmp_path).map_err(io(format!("create {}", tmp_path.display())))?;
     let out = Hashing {
         inner: BufWriter::with_capacity(1 << 20, file),
@@ -298,9 +310,20 @@ fn write_archive(
         .map(|n| n.get() as u32)
         .unwrap_or(1);
     enc.multithread(workers).map_err(io("start zstd workers"))?;
-    let mut tar = tar::Builder::new(enc);
-    let mut members = Vec::new();
+    Ok(ArchiveWriter {
+        tar: tar::Builder::new(enc),
+        members: Vec::new(),
+    })
+}
 
+/// The SQLite database: every page of one read snapshot, with its row counts.
+fn append_sqlite(
+    w: &mut ArchiveWriter,
+    db: &Path,
+    opts: &CreateOptions,
+    name: &str,
+) -> Result<DbFacts> {
+    let tar = &mut w.tar;
     // One read transaction: every page and every count below come from one snapshot.
     let mut conn = Connection::open_with_flags(
         db,
@@ -328,18 +351,7 @@ fn write_archive(
     }
     {
         let mut stmt = tx.prepare("SELECT data FROM sqlite_dbpage('main') ORDER BY pgno")?;
-        let bar =
-            (opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
-                let b = indicatif::ProgressBar::new(page_count);
-                b.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{msg} [{bar:40}] {pos}/{len} pages {eta}",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                );
-                b.set_message(format!("backup {name}"));
-                b
-            });
+        let bar = progress_bar(opts, page_count, "pages", name);
         let mut pages = Pages {
             rows: stmt.query([])?,
             page_size: page_size as usize,
@@ -358,7 +370,7 @@ fn write_archive(
         if let Some(b) = &pages.bar {
             b.finish_and_clear();
         }
-        members.push(Member {
+        w.members.push(Member {
             path: DB_MEMBER.into(),
             size,
             blake3: pages.hasher.finalize().to_hex().to_string(),
@@ -366,6 +378,56 @@ fn write_archive(
     }
     tx.commit()?;
     drop(conn);
+    Ok(DbFacts {
+        engine: "sqlite",
+        source: db.display().to_string(),
+        server_version: None,
+        schema_version,
+        page_size,
+        page_count,
+        tables,
+    })
+}
+
+/// A progress bar on a terminal when asked for.
+pub(crate) fn progress_bar(
+    opts: &CreateOptions,
+    len: u64,
+    unit: &str,
+    name: &str,
+) -> Option<indicatif::ProgressBar> {
+    (opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr())).then(|| {
+        let b = indicatif::ProgressBar::new(len);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(&format!(
+                "{{msg}} [{{bar:40}}] {{pos}}/{{len}} {unit} {{eta}}"
+            ))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b.set_message(format!("backup {name}"));
+        b
+    })
+}
+
+fn write_archive(
+    l: &Loaded,
+    db: &crate::store::Backend,
+    opts: &CreateOptions,
+    name: &str,
+    tmp_path: &Path,
+    start: Instant,
+) -> Result<(Manifest, u64, String)> {
+    let mut w = open_archive(l, tmp_path)?;
+    let facts = match db {
+        crate::store::Backend::Sqlite(path) => append_sqlite(&mut w, path, opts, name)?,
+        crate::store::Backend::Postgres(url) => {
+            super::pg::append_dump(&mut w, url, opts, name, tmp_path)?
+        }
+    };
+    let ArchiveWriter {
+        mut tar,
+        mut members,
+    } = w;
 
     let toml = l.paths.base.join("aica.toml");
     if let Ok(bytes) = std::fs::read(&toml) {
@@ -394,16 +456,18 @@ fn write_archive(
     let now = time::OffsetDateTime::now_utc();
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
+        engine: facts.engine.into(),
+        server_version: facts.server_version,
         created_at: crate::util::fmt_time(now),
         created_unix: now.unix_timestamp(),
         kind: opts.kind,
         note: opts.note.clone(),
-        source_path: db.display().to_string(),
+        source_path: facts.source,
         app_version: env!("CARGO_PKG_VERSION").into(),
-        schema_version,
-        page_size,
-        page_count,
-        tables,
+        schema_version: facts.schema_version,
+        page_size: facts.page_size,
+        page_count: facts.page_count,
+        tables: facts.tables,
         members: members.clone(),
         secrets_excluded,
     };
@@ -435,5 +499,5 @@ fn write_archive(
 
 /// Take a backup of the configured database under `lock`.
 pub fn create(lock: &BackupLock, l: &Loaded, opts: &CreateOptions) -> Result<Created> {
-    create_locked(lock, l, &l.paths.db, opts)
+    create_locked(lock, l, &l.paths.backend, opts)
 }

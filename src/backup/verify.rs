@@ -20,6 +20,9 @@ use std::sync::{Arc, Mutex};
 pub struct Verified {
     pub manifest: Manifest,
     pub db: PathBuf,
+    /// PostgreSQL: the scratch database the dump was restored into (dropped
+    /// when this is dropped, unless kept).
+    pub scratch: Option<super::pg::Scratch>,
 }
 
 fn corrupt(name: &str, detail: impl Into<String>) -> BackupError {
@@ -162,6 +165,7 @@ fn extractable(path: &str) -> Option<&Path> {
 /// Paths aica writes into an archive: the database, the configuration, uploads.
 fn allowed_member(path: &str) -> bool {
     path == DB_MEMBER
+        || path == super::PG_DUMP_MEMBER
         || path == "config/aica.toml"
         || path == "config/env.production.keys"
         || (path.starts_with("uploads/") && extractable(path).is_some())
@@ -246,7 +250,7 @@ fn pass(
             continue;
         }
         let out = match (member.as_str(), db_out, extra_out) {
-            (DB_MEMBER, Some(db), _) => Some(db.to_path_buf()),
+            (DB_MEMBER | super::PG_DUMP_MEMBER, Some(db), _) => Some(db.to_path_buf()),
             (m, _, Some(dir)) => extractable(m).map(|p| dir.join(p)),
             _ => None,
         };
@@ -341,6 +345,18 @@ pub fn check(
     extra_out: Option<&Path>,
     cancel: &Cancel,
 ) -> Result<Verified> {
+    check_with(b, db_out, extra_out, None, cancel)
+}
+
+/// [`check`], with the PostgreSQL server (`database.url`) a dump is restored
+/// into for its row counts; a PostgreSQL backup cannot be verified without one.
+pub fn check_with(
+    b: &BackupInfo,
+    db_out: &Path,
+    extra_out: Option<&Path>,
+    server: Option<&str>,
+    cancel: &Cancel,
+) -> Result<Verified> {
     let name = b.name.as_str();
     let sidecar = super::read_sidecar(&b.path).ok_or_else(|| {
         BackupError::Refused(format!(
@@ -385,6 +401,38 @@ pub fn check(
             format!("member {extra} is not in the manifest"),
         ));
     }
+    if manifest.engine == "postgres" {
+        if !p.hashes.contains_key(super::PG_DUMP_MEMBER) {
+            return Err(corrupt(name, "the archive holds no database dump"));
+        }
+        let server = server.ok_or_else(|| {
+            BackupError::Refused(format!(
+                "{name} holds a PostgreSQL dump: verifying it restores it into a scratch database, which needs the server; set DATABASE_URL (database.url) to a PostgreSQL server"
+            ))
+        })?;
+        let scratch = super::pg::restore_into_scratch(
+            name,
+            server,
+            db_out,
+            &manifest,
+            "aica_verify",
+            cancel,
+        )?;
+        sidecar_agrees(b, &sidecar, &p.archive_blake3, &manifest)?;
+        return Ok(Verified {
+            manifest,
+            db: db_out.to_path_buf(),
+            scratch: Some(scratch),
+        });
+    }
+    if manifest.engine != "sqlite" {
+        return Err(BackupError::TooNew {
+            name: name.into(),
+            format: manifest.format_version,
+            schema: manifest.schema_version,
+            supported: crate::store::SCHEMA_VERSION,
+        });
+    }
     if !p.hashes.contains_key(DB_MEMBER) {
         return Err(corrupt(name, "the archive holds no database"));
     }
@@ -415,12 +463,28 @@ pub fn check(
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         .map_err(|e| db_error(name, e))?;
     drop(conn);
-    let mismatch = if p.archive_blake3 != sidecar.archive_blake3 {
+    sidecar_agrees(b, &sidecar, &p.archive_blake3, &manifest)?;
+    Ok(Verified {
+        manifest,
+        db: db_out.to_path_buf(),
+        scratch: None,
+    })
+}
+
+/// The sidecar against the archive: a difference blames the sidecar.
+fn sidecar_agrees(
+    b: &BackupInfo,
+    sidecar: &super::Sidecar,
+    archive_blake3: &str,
+    manifest: &Manifest,
+) -> Result<()> {
+    let name = b.name.as_str();
+    let mismatch = if archive_blake3 != sidecar.archive_blake3 {
         Some(format!(
             "archive checksum {} differs from the recorded {}",
-            p.archive_blake3, sidecar.archive_blake3
+            archive_blake3, sidecar.archive_blake3
         ))
-    } else if manifest != sidecar.manifest {
+    } else if *manifest != sidecar.manifest {
         Some(
             "the sidecar's copy of the manifest differs from the manifest inside the archive"
                 .into(),
@@ -435,16 +499,20 @@ pub fn check(
             sidecar: super::sidecar_path(&b.path).display().to_string(),
         });
     }
-    Ok(Verified {
-        manifest,
-        db: db_out.to_path_buf(),
-    })
+    Ok(())
 }
 
 /// Record a verification in the sidecar, but only when it is evidence about
 /// the backup (it passed, or the archive is damaged). Returns whether it did.
 pub fn record(lock: &BackupLock, b: &BackupInfo, outcome: &Result<Verified>) -> Result<bool> {
     let check = match outcome {
+        Ok(v) if v.scratch.is_some() => Check::pass(
+            "verification",
+            format!(
+                "checksums ok; restored into a scratch database with the row counts of all {} tables",
+                v.manifest.tables.len()
+            ),
+        ),
         Ok(v) => Check::pass(
             "verification",
             format!(
@@ -477,7 +545,13 @@ pub fn verify(lock: &BackupLock, b: &BackupInfo, cancel: &Cancel) -> Result<Veri
             "create scratch dir in {}",
             lock.dir().display()
         )))?;
-    let outcome = check(b, &scratch.path().join("aica_sys.db"), None, cancel);
+    let outcome = check_with(
+        b,
+        &scratch.path().join("aica_sys.db"),
+        None,
+        lock.server(),
+        cancel,
+    );
     record(lock, b, &outcome)?;
     outcome
 }

@@ -49,6 +49,10 @@ pub enum BackupCmd {
         /// Also replace an existing aica.toml with the backup's copy (a missing one is always restored).
         #[arg(long)]
         with_config: bool,
+        /// PostgreSQL: end the sessions of running replicas at the switch (they
+        /// reconnect to the restored data); without it a restore refuses while they serve.
+        #[arg(long)]
+        disconnect_replicas: bool,
     },
     /// Delete backups outside the retention windows (backup.keep_*).
     Prune {
@@ -65,7 +69,7 @@ pub enum BackupCmd {
     },
 }
 
-fn fail(e: BackupError) -> anyhow::Error {
+pub(super) fn fail(e: BackupError) -> anyhow::Error {
     match e {
         BackupError::BadName(_) | BackupError::NotFound(_) => {
             usage(e.to_string(), "aica backup list")
@@ -134,7 +138,7 @@ fn print_list(list: &[BackupInfo]) {
     println!("{t}");
 }
 
-fn confirm(question: &str) -> bool {
+pub(super) fn confirm(question: &str) -> bool {
     use std::io::{BufRead, Write};
     eprint!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
@@ -230,12 +234,13 @@ fn verify(l: &Loaded, name: Option<String>, all: bool) -> anyhow::Result<u8> {
     Ok(if bad > 0 { 1 } else { 0 })
 }
 
-struct RestoreArgs {
-    name: Option<String>,
-    dry_run: bool,
-    yes: bool,
-    target: Option<PathBuf>,
-    with_config: bool,
+pub(super) struct RestoreArgs {
+    pub name: Option<String>,
+    pub dry_run: bool,
+    pub yes: bool,
+    pub target: Option<PathBuf>,
+    pub with_config: bool,
+    pub disconnect_replicas: bool,
 }
 
 /// The settings a restore of the live database must use: when the backup's
@@ -313,6 +318,36 @@ fn restore(g: &Global, l: &Loaded, a: RestoreArgs) -> anyhow::Result<u8> {
         lock(l, "restore")?
     };
     let b = backup::find(lock.dir(), a.name.as_deref()).map_err(fail)?;
+    let engine = backup::read_sidecar(&b.path)
+        .map(|s| s.manifest.engine)
+        .unwrap_or_else(|| "sqlite".into());
+    match (engine.as_str(), &l.paths.backend) {
+        ("postgres", crate::store::Backend::Postgres(url)) => {
+            return super::backup_pg::restore(l, &lock, &b, &a, url);
+        }
+        ("postgres", _) => {
+            return Err(usage(
+                format!(
+                    "{} holds a PostgreSQL dump, and this aica is configured for SQLite",
+                    b.name
+                ),
+                "DATABASE_URL=postgres://user:password@host:5432/db aica backup restore NAME",
+            ));
+        }
+        (_, crate::store::Backend::Postgres(_)) if a.target.is_none() => {
+            return Err(usage(
+                format!(
+                    "{} holds a SQLite database, and this aica is configured for PostgreSQL (database.url)",
+                    b.name
+                ),
+                format!(
+                    "aica backup restore {} --target restored.db   (restores it to a SQLite file)",
+                    b.name.trim_end_matches(".aicabak")
+                ),
+            ));
+        }
+        _ => {}
+    }
     let l = &settings_for_restore(g, l, &b, &a)?;
     let target = Target::resolve(l, a.target.as_deref()).map_err(|e| {
         usage(
@@ -472,6 +507,7 @@ pub async fn run(g: &Global, cmd: BackupCmd) -> anyhow::Result<u8> {
             yes,
             target,
             with_config,
+            disconnect_replicas,
         } => {
             let a = RestoreArgs {
                 name,
@@ -479,6 +515,7 @@ pub async fn run(g: &Global, cmd: BackupCmd) -> anyhow::Result<u8> {
                 yes,
                 target,
                 with_config,
+                disconnect_replicas,
             };
             let g = g.clone();
             blocking(move || restore(&g, &l, a)).await

@@ -55,12 +55,20 @@ pub const HELP: &[(&str, &str)] = &[
         "A request body pausing longer than this is answered 408 (1 to 3600).",
     ),
     (
+        "server.auth_failures_per_minute",
+        "Requests with a wrong API key one client may make per minute (shared across replicas via redis.url); more get 429. 0: no limit.",
+    ),
+    (
+        "server.drain_secs",
+        "On SIGTERM, /health/ready answers 503 this long while serving on, so load balancers stop sending (0 to 600).",
+    ),
+    (
         "server.max_connections_per_ip",
         "Open connections one client address may hold per port; more are closed at once (1 to 100000).",
     ),
     (
         "database.url",
-        "sqlite://PATH, sqlite:///relative/path or a plain path. DATABASE_URL in .env.production sets it too.",
+        "sqlite://PATH, sqlite:///relative/path or a plain path (one process), or postgres://user:password@host:port/db (any number of replicas). DATABASE_URL sets it too.",
     ),
     (
         "database.pool_size",
@@ -114,6 +122,14 @@ pub const HELP: &[(&str, &str)] = &[
         "How often PRAGMA quick_check runs in the background (10 or more).",
     ),
     ("console.port", "Web console port; 0 picks a free port."),
+    (
+        "redis.url",
+        "redis://[user:password@]host:port[/db] for state shared by replicas (failed-login throttling); empty: per replica. REDIS_URL sets it too.",
+    ),
+    (
+        "scheduler.leader_check_secs",
+        "How often replicas check or take the scheduler lock: the longest a dead leader's jobs wait (1 to 300).",
+    ),
     (
         "backup.schedule",
         "Cron expression (UTC) for backups inside aica serve; empty disables.",
@@ -204,6 +220,7 @@ pub fn run(g: &Global, cmd: ConfigCmd) -> anyhow::Result<u8> {
                     "{}",
                     serde_json::to_string_pretty(&serde_json::json!({
                         "settings": v,
+                        "database": {"backend": l.paths.backend.name(), "location": l.paths.backend.describe()},
                         "dotenv_keys_not_used": l.foreign_dotenv_keys,
                     }))?
                 );
@@ -215,6 +232,11 @@ pub fn run(g: &Global, cmd: ConfigCmd) -> anyhow::Result<u8> {
                 t.add_row(vec![k, v, s]);
             }
             println!("{t}");
+            println!(
+                "database: {} at {}",
+                l.paths.backend.name(),
+                l.paths.backend.describe()
+            );
             if !l.foreign_dotenv_keys.is_empty() {
                 println!(
                     ".env.production keys aica does not use (values hidden, kept out of logs): {}",

@@ -1,4 +1,5 @@
-//! `aica doctor`: one pass/warn/fail line per check, with the fix; exit 1 on any fail.
+//! `aica doctor`: one pass/warn/fail line per check, with the fix; exit 1 on any
+//! fail, 2 when the database server cannot be reached.
 
 use super::Global;
 use crate::ops::doctor::{self, Check, Level};
@@ -35,5 +36,15 @@ pub async fn run(g: &Global, a: &DoctorArgs) -> anyhow::Result<u8> {
             }
         }
     }
-    Ok(if worst == Level::Fail { 1 } else { 0 })
+    // 2: the database server cannot be reached (the environment); 1: any other failure.
+    let unreachable = checks
+        .iter()
+        .any(|c| c.name == doctor::UNREACHABLE && c.level == Level::Fail);
+    Ok(if unreachable {
+        2
+    } else if worst == Level::Fail {
+        1
+    } else {
+        0
+    })
 }

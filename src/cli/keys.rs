@@ -1,10 +1,11 @@
 //! `aica keys create|list|revoke`: API keys for the write API.
 
 use super::{Failed, Global, usage};
-use crate::store::{ContentStore, NewApiKey, ROLES, SqliteStore};
+use crate::store::{ContentStore, NewApiKey, ROLES};
 use anyhow::Context;
 use clap::Subcommand;
 use comfy_table::Table;
+use std::sync::Arc;
 
 #[derive(Subcommand, Debug)]
 pub enum KeysCmd {
@@ -26,12 +27,18 @@ pub enum KeysCmd {
     Revoke { name: String },
 }
 
-fn open(g: &Global) -> anyhow::Result<SqliteStore> {
+/// Open the configured store. Runs on a blocking thread of the runtime
+/// (see [`run`]): the PostgreSQL store's connections live on that runtime.
+fn open(g: &Global) -> anyhow::Result<Arc<dyn ContentStore>> {
     let l = g.load(&[])?;
-    SqliteStore::open(&l.paths.db, 1, l.settings.database.seed_demo)
-        .with_context(|| format!("cannot open database {}", l.paths.db.display()))
+    let b = &l.paths.backend;
+    let opened = tokio::runtime::Handle::current()
+        .block_on(crate::store::open(b, 1, l.settings.database.seed_demo))
+        .with_context(|| format!("cannot open the {} database {}", b.name(), b.describe()))?;
+    Ok(opened.store)
 }
 
+/// Call from a blocking thread (`spawn_blocking`): store calls block.
 pub fn run(g: &Global, cmd: KeysCmd) -> anyhow::Result<u8> {
     match cmd {
         KeysCmd::Create { role, name } => {

@@ -4,6 +4,7 @@
 //! error; 3 (`status` only) not running.
 
 mod backup;
+mod backup_pg;
 mod config_cmd;
 mod doctor;
 mod keys;
@@ -123,7 +124,7 @@ impl Global {
             dir: dir.clone(),
             config_file: config,
             env: std::env::vars()
-                .filter(|(k, _)| k.starts_with("AICA_"))
+                .filter(|(k, _)| k.starts_with("AICA_") || k == "DATABASE_URL" || k == "REDIS_URL")
                 .collect(),
             overrides,
         };
@@ -258,7 +259,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Down(a) => lifecycle::down(&g, &a).await,
         Command::Restart(a) => lifecycle::restart(&g, &a).await,
         Command::Status(a) => lifecycle::status(&g, &a).await,
-        Command::Keys(c) => keys::run(&g, c),
+        Command::Keys(c) => tokio::task::spawn_blocking(move || keys::run(&g, c)).await?,
         Command::Logs(a) => logs::run(&g, &a).await,
         Command::Config(c) => config_cmd::run(&g, c),
         Command::Doctor(a) => doctor::run(&g, &a).await,

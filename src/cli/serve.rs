@@ -4,11 +4,9 @@ use super::{Failed, Global};
 use crate::console::{self, ConsoleState};
 use crate::http::{self, AppState};
 use crate::run::pidfile::{PidInfo, RunLock};
-use crate::store::{ContentStore, SqliteStore};
 use crate::telemetry;
 use anyhow::Context;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -96,13 +94,31 @@ pub async fn run(g: &Global, a: &ServeArgs) -> anyhow::Result<u8> {
     let backend_addr: SocketAddr = backend_listener.local_addr()?;
     let console_addr: SocketAddr = console_listener.local_addr()?;
 
-    let db = paths.db.clone();
+    // Uploads live under the data directory whatever the database is.
+    std::fs::create_dir_all(&paths.data)
+        .with_context(|| format!("cannot create {}", paths.data.display()))?;
     let (pool, seed) = (s.database.pool_size, s.database.seed_demo);
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db, pool, seed))
-        .await?
-        .with_context(|| format!("cannot open database {}", paths.db.display()))?;
-    let store: Arc<dyn ContentStore> = Arc::new(store);
+    let opened = crate::store::open(&paths.backend, pool, seed)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the {} database {}",
+                paths.backend.name(),
+                paths.backend.describe()
+            )
+        })?;
+    let store = opened.store;
     let state = AppState::new(store.clone(), s.clone(), paths);
+    // Replicas on PostgreSQL: follow each other's writes, elect one scheduler.
+    let mut replica_tasks = Vec::new();
+    let mut leader = None;
+    if let Some(coord) = opened.coordination {
+        replica_tasks.push(http::replicas::spawn_change_feed(&state, coord.clone()));
+        let every = Duration::from_secs(s.scheduler.leader_check_secs);
+        let (rx, task) = http::replicas::spawn_election(&state, coord, every);
+        replica_tasks.push(task);
+        leader = Some(rx);
+    }
 
     // Integrity in the background: at start, then every interval.
     let qc_state = state.clone();
@@ -115,8 +131,17 @@ pub async fn run(g: &Global, a: &ServeArgs) -> anyhow::Result<u8> {
     });
 
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let backup_task = (!s.backup.schedule.trim().is_empty())
-        .then(|| tokio::spawn(crate::backup::schedule::run(loaded.clone(), rx.clone())));
+    let backup_task = (!s.backup.schedule.trim().is_empty()).then(|| {
+        let gate = crate::backup::schedule::Gate {
+            store: store.clone(),
+            leader: leader.clone(),
+        };
+        tokio::spawn(crate::backup::schedule::run(
+            loaded.clone(),
+            gate,
+            rx.clone(),
+        ))
+    });
 
     let local = |a: SocketAddr| {
         if a.ip().is_unspecified() {
@@ -138,11 +163,11 @@ pub async fn run(g: &Global, a: &ServeArgs) -> anyhow::Result<u8> {
         started_unix: now.unix_timestamp(),
         backend: local(backend_addr).to_string(),
         console: local(console_addr).to_string(),
-        database: paths.db.display().to_string(),
+        database: paths.backend.describe(),
         log_dir: paths.logs.display().to_string(),
     })
     .with_context(|| format!("cannot write pid file in {}", paths.run.display()))?;
-    tracing::info!(backend = %backend_addr, console = %console_addr, database = %paths.db.display(), version = env!("CARGO_PKG_VERSION"), "aica serving");
+    tracing::info!(backend = %backend_addr, console = %console_addr, database = %paths.backend.describe(), version = env!("CARGO_PKG_VERSION"), "aica serving");
 
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -162,7 +187,21 @@ pub async fn run(g: &Global, a: &ServeArgs) -> anyhow::Result<u8> {
     ));
 
     shutdown_signal().await;
-    tracing::info!("shutdown requested: no new connections, finishing in-flight requests");
+    // Rolling restarts: say "not ready" first and keep serving while load
+    // balancers notice, then stop accepting and finish what is in flight.
+    state.replicas.start_draining();
+    let drain = Duration::from_secs(s.server.drain_secs);
+    if !drain.is_zero() {
+        tracing::info!(
+            drain_secs = drain.as_secs(),
+            "shutdown requested: /health/ready answers 503 while draining"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(drain) => {}
+            _ = shutdown_signal() => tracing::warn!("second signal: draining cut short"),
+        }
+    }
+    tracing::info!("shutdown: no new connections, finishing in-flight requests");
     let _ = tx.send(true);
     let grace = Duration::from_secs(s.server.shutdown_grace_secs);
     if tokio::time::timeout(grace, async {
@@ -184,10 +223,16 @@ pub async fn run(g: &Global, a: &ServeArgs) -> anyhow::Result<u8> {
         // may outlive the run lock and the pid file.
         let _ = t.await;
     }
+    for t in replica_tasks {
+        t.abort();
+    }
     let st = store.clone();
-    match tokio::task::spawn_blocking(move || st.checkpoint()).await {
-        Ok(Ok(())) => tracing::info!("WAL checkpointed"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+    let done =
+        tokio::task::spawn_blocking(move || st.file_maintenance().map(|m| m.checkpoint())).await;
+    match done {
+        Ok(Some(Ok(()))) => tracing::info!("WAL checkpointed"),
+        Ok(Some(Err(e))) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+        Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "WAL checkpoint task failed"),
     }
     tracing::info!("aica stopped");

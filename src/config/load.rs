@@ -251,6 +251,16 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
         }
     }
 
+    // The conventional DATABASE_URL / REDIS_URL (a platform sets them), below AICA_*.
+    for (k, v) in &opts.env {
+        let key = match k.as_str() {
+            "DATABASE_URL" => "database.url",
+            "REDIS_URL" => "redis.url",
+            _ => continue,
+        };
+        set_str(&mut flat, key, v, Source::Env(k.clone()), &known)?;
+    }
+
     // AICA_* environment
     for (k, v) in &opts.env {
         if NON_SETTING_ENV.contains(&k.as_str()) {
@@ -301,8 +311,10 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
             allowed: e.allowed,
         });
     }
-    if let Some(pw) = super::redact::url_password(&settings.database.url) {
-        secrets.push(pw.to_string());
+    for url in [&settings.database.url, &settings.redis.url] {
+        if let Some(pw) = super::redact::url_password(url) {
+            secrets.push(pw.to_string());
+        }
     }
     let paths = Paths::resolve(&settings, &opts.dir);
     if let Some((key, value, allowed)) = overlapping(&settings, &paths) {

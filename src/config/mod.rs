@@ -25,6 +25,33 @@ pub struct Settings {
     pub health: HealthSettings,
     pub console: ConsoleSettings,
     pub backup: BackupSettings,
+    pub redis: RedisSettings,
+    pub scheduler: SchedulerSettings,
+}
+
+/// Redis, for per-client state that must be global across replicas.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port[/db]`; empty: per-replica state only.
+    pub url: String,
+}
+
+/// The scheduler inside `aica serve` (one across replicas on PostgreSQL).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerSettings {
+    /// How often a replica checks or tries to take the scheduler lock: the
+    /// longest a dead leader's schedule waits for another replica.
+    pub leader_check_secs: u64,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        SchedulerSettings {
+            leader_check_secs: 5,
+        }
+    }
 }
 
 /// Backups: schedule, retention, mirror.
@@ -82,19 +109,26 @@ pub struct ServerSettings {
     pub request_timeout_secs: u64,
     /// On SIGTERM, how long in-flight requests may take before the process exits.
     pub shutdown_grace_secs: u64,
+    /// On SIGTERM, how long `/health/ready` answers 503 while the server still
+    /// serves, so load balancers stop sending before connections close.
+    pub drain_secs: u64,
     /// A client must send a request's headers within this time, else the connection is closed.
     pub header_read_timeout_secs: u64,
     /// A request body that pauses longer than this between chunks is answered 408.
     pub body_read_timeout_secs: u64,
     /// Open connections one client address may hold (on each port); more are closed at once.
     pub max_connections_per_ip: u32,
+    /// Requests with a wrong API key one client address may make per minute
+    /// (across replicas when redis.url is set); more are answered 429. 0: no limit.
+    pub auth_failures_per_minute: u32,
 }
 
 /// The content database.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseSettings {
-    /// `sqlite://PATH` or a plain path. Relative paths are under the working directory.
+    /// `sqlite://PATH` or a plain path (relative paths are under the working
+    /// directory), or `postgres://user:password@host:port/db` for replicas.
     pub url: String,
     /// Connections in the pool.
     pub pool_size: u32,
@@ -163,9 +197,11 @@ impl Default for ServerSettings {
             body_limit_bytes: 1024 * 1024,
             request_timeout_secs: 30,
             shutdown_grace_secs: 10,
+            drain_secs: 0,
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 10,
             max_connections_per_ip: 256,
+            auth_failures_per_minute: 20,
         }
     }
 }
@@ -325,7 +361,35 @@ impl Settings {
                 "1 to 100000",
             ));
         }
-        self.sqlite_path_raw()?;
+        if let Some(url) = self.postgres_url() {
+            if let Err(e) = crate::store::postgres::parse_url(url) {
+                return Err(invalid("database.url", redact_url(url), &e.to_string()));
+            }
+        } else {
+            self.sqlite_path_raw()?;
+        }
+        let r = self.redis.url.trim();
+        if !r.is_empty() && (!r.starts_with("redis://") || redis::Client::open(r).is_err()) {
+            return Err(invalid(
+                "redis.url",
+                redact_url(r),
+                "empty, or redis://[user:password@]host:port[/db]",
+            ));
+        }
+        if self.scheduler.leader_check_secs == 0 || self.scheduler.leader_check_secs > 300 {
+            return Err(invalid(
+                "scheduler.leader_check_secs",
+                self.scheduler.leader_check_secs,
+                "1 to 300 seconds",
+            ));
+        }
+        if self.server.drain_secs > 600 {
+            return Err(invalid(
+                "server.drain_secs",
+                self.server.drain_secs,
+                "0 to 600 seconds",
+            ));
+        }
         if !(1..=64).contains(&self.database.pool_size) {
             return Err(invalid(
                 "database.pool_size",
@@ -387,7 +451,7 @@ impl Settings {
             ));
         }
         let b = &self.backup;
-        if !b.schedule.trim().is_empty() && b.schedule.parse::<croner::Cron>().is_err() {
+        if !b.schedule.trim().is_empty() && parse_cron(&b.schedule).is_err() {
             return Err(invalid(
                 "backup.schedule",
                 &b.schedule,
@@ -422,6 +486,12 @@ impl Settings {
         Ok(())
     }
 
+    /// The PostgreSQL URL, when `database.url` names one.
+    pub fn postgres_url(&self) -> Option<&str> {
+        let url = self.database.url.trim();
+        (url.starts_with("postgres://") || url.starts_with("postgresql://")).then_some(url)
+    }
+
     fn sqlite_path_raw(&self) -> Result<&str, InvalidSetting> {
         let url = self.database.url.as_str();
         // SQLAlchemy spelling (the original's): sqlite:///relative, sqlite:////absolute.
@@ -435,7 +505,7 @@ impl Settings {
             return Err(invalid(
                 "database.url",
                 redact_url(url),
-                "sqlite://PATH or a plain file path (only SQLite is built in so far; PostgreSQL support is planned behind the store interface)",
+                "sqlite://PATH, a plain file path, or postgres://user:password@host:port/db",
             ));
         } else {
             url
@@ -458,6 +528,14 @@ impl Settings {
     }
 }
 
+/// A cron expression: five fields (minute precision) or six (with seconds first), UTC.
+pub fn parse_cron(expr: &str) -> Result<croner::Cron, croner::errors::CronError> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Optional)
+        .build()
+        .parse(expr.trim())
+}
+
 impl Settings {
     /// `backup.mirror_dir` resolved against `base`, when set.
     pub fn mirror_path(&self, base: &Path) -> Option<PathBuf> {
@@ -470,7 +548,10 @@ impl Settings {
 #[derive(Debug, Clone)]
 pub struct Paths {
     pub base: PathBuf,
+    /// The SQLite file (the default location when the database is PostgreSQL).
     pub db: PathBuf,
+    /// The database the configuration selects.
+    pub backend: crate::store::Backend,
     pub data: PathBuf,
     pub logs: PathBuf,
     pub backups: PathBuf,
@@ -490,9 +571,14 @@ impl Paths {
             }
         };
         let db = settings.sqlite_path_raw().unwrap_or("data/aica_sys.db");
+        let backend = match settings.postgres_url() {
+            Some(url) => crate::store::Backend::Postgres(url.to_string()),
+            None => crate::store::Backend::Sqlite(r(db)),
+        };
         Paths {
             base: base.to_path_buf(),
             db: r(db),
+            backend,
             data: r(&settings.paths.data_dir),
             logs: r(&settings.paths.log_dir),
             backups: r(&settings.paths.backup_dir),
@@ -517,12 +603,20 @@ mod tests {
     }
 
     #[test]
-    fn postgres_url_is_refused_without_leaking_password() {
+    fn postgres_url_selects_postgres_and_bad_ones_do_not_leak_password() {
         let mut s = Settings::default();
         s.database.url = "postgres://app:hunter2@db/aica".into();
+        s.validate().unwrap();
+        let p = Paths::resolve(&s, Path::new("/b"));
+        assert_eq!(p.backend.name(), "postgres");
+        assert!(!p.backend.describe().contains("hunter2"));
+        s.database.url = "postgres://app:hunter2@db:notaport/aica".into();
         let e = s.validate().unwrap_err().to_string();
         assert!(e.contains("database.url"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
+        s.database.url = "mysql://app:hunter2@db/aica".into();
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("postgres://") && !e.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -90,7 +90,18 @@ pub async fn require(
 ) -> Result<Actor, ApiError> {
     let client = addr.ip().to_string();
     let token = bearer(headers);
-    st.with_store(move |store| {
+    let limit = st.settings.server.auth_failures_per_minute as u64;
+    let throttle_key = format!("authfail:{client}");
+    if limit > 0 && token.is_some() && st.counters.count(&throttle_key, MINUTE).await >= limit {
+        let retry = 60 - crate::util::unix_now() % 60;
+        return Err(ApiError::too_many_requests(
+            format!(
+                "too many requests with a wrong API key from {client}; retry after {retry} s with a valid key"
+            ),
+            retry,
+        ));
+    }
+    let res = st.with_store(move |store| {
         let Some(token) = token else {
             record(store, ANONYMOUS, action, &target, &client, "unauthenticated");
             return Err(ApiError::unauthorized(
@@ -100,7 +111,7 @@ pub async fn require(
         let key = store.find_key(&crate::store::keys::hash(&token))?;
         let Some(key) = key else {
             record(store, ANONYMOUS, action, &target, &client, "unauthenticated");
-            return Err(ApiError::unauthorized("the API key is unknown or revoked"));
+            return Err(ApiError::unauthorized(WRONG_KEY));
         };
         // Fail closed: a role this version does not know grants nothing.
         let Some(role) = Role::parse(&key.role) else {
@@ -122,8 +133,18 @@ pub async fn require(
         }
         Ok(Actor { name: key.name, client })
     })
-    .await?
+    .await?;
+    if limit > 0
+        && let Err(e) = &res
+        && e.message == WRONG_KEY
+    {
+        st.counters.hit(&throttle_key, MINUTE).await;
+    }
+    res
 }
+
+const WRONG_KEY: &str = "the API key is unknown or revoked";
+const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Record a completed write.
 pub async fn audit_ok(st: &AppState, actor: &Actor, action: &'static str, target: String) {

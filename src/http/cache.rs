@@ -78,6 +78,9 @@ struct Inner {
     /// Bytes inserted since the allocator was last asked to return free memory.
     churn: AtomicU64,
     generation: AtomicU64,
+    /// Set while changes made by other replicas might go unnoticed (their
+    /// notifications are not arriving): every read goes to the database.
+    bypass: std::sync::atomic::AtomicBool,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -100,6 +103,7 @@ impl ReadCache {
             max_entries,
             churn: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            bypass: std::sync::atomic::AtomicBool::new(false),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }))
@@ -134,6 +138,11 @@ impl ReadCache {
     }
 
     pub fn get(&self, key: &str) -> Option<Cached> {
+        if self.bypassed() {
+            self.0.misses.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("aica_cache_misses_total").increment(1);
+            return None;
+        }
         let generation_at_start = self.generation();
         let found = self
             .0
@@ -151,6 +160,9 @@ impl ReadCache {
     }
 
     pub fn put(&self, generation_at_start: u64, key: String, value: Cached) {
+        if self.bypassed() {
+            return;
+        }
         if let Some(c) = &self.0.cache
             && c.entry_count() < self.0.max_entries
         {
@@ -184,6 +196,17 @@ impl ReadCache {
             .as_ref()
             .map(|c| c.weighted_size())
             .unwrap_or(0)
+    }
+
+    /// Serve nothing from the cache (and keep nothing) while `on`; turning it
+    /// on or off also drops what is cached.
+    pub fn set_bypass(&self, on: bool) {
+        self.0.bypass.store(on, Ordering::Release);
+        self.invalidate();
+    }
+
+    pub fn bypassed(&self) -> bool {
+        self.0.bypass.load(Ordering::Acquire)
     }
 
     /// Called after every successful write.

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod cache;
 pub mod params;
+pub mod replicas;
 mod routes;
 
 pub use crate::web::error;
@@ -59,6 +60,10 @@ pub struct Shared {
     pub quick_check: Arc<Mutex<Option<QuickCheck>>>,
     /// Request id, metrics, stats, logs, error shape and panic guard of this face.
     pub observer: Observer,
+    /// Change feed, scheduler role and draining state (see [`replicas`]).
+    pub replicas: replicas::ReplicaState,
+    /// Per-client counts shared by replicas (Redis) or kept here.
+    pub counters: crate::shared::Counters,
     /// One permit per pooled connection: database work waits here (async)
     /// rather than on a blocking thread, so a burst cannot pile up threads.
     db_permits: Arc<tokio::sync::Semaphore>,
@@ -88,6 +93,7 @@ impl AppState {
             Duration::from_secs(settings.cache.ttl_secs),
         );
         cache.spawn_upkeep();
+        let counters = crate::shared::Counters::new(&settings.redis.url);
         AppState(Arc::new(Shared {
             store,
             cache,
@@ -97,6 +103,8 @@ impl AppState {
             backups_dir: paths.backups.clone(),
             quick_check: Arc::default(),
             observer,
+            replicas: replicas::ReplicaState::default(),
+            counters,
             db_permits: Arc::new(tokio::sync::Semaphore::new(pool_size)),
         }))
     }
@@ -116,10 +124,18 @@ impl AppState {
     pub async fn refresh_quick_check(&self) {
         let store = self.store.clone();
         let start = std::time::Instant::now();
-        let res = tokio::task::spawn_blocking(move || store.quick_check()).await;
+        if store.file_maintenance().is_none() {
+            return;
+        }
+        let res = tokio::task::spawn_blocking(move || {
+            store
+                .file_maintenance()
+                .map(|m| m.quick_check())
+                .unwrap_or(Ok(None))
+        })
+        .await;
         let problem = match res {
             Ok(Ok(p)) => p,
-            Ok(Err(crate::store::StoreError::Unsupported(_))) => return,
             Ok(Err(e)) => Some(format!("quick_check could not run: {e}")),
             Err(e) => Some(format!("quick_check task failed: {e}")),
         };

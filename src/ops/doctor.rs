@@ -95,7 +95,10 @@ pub fn run(l: &Loaded) -> Vec<Check> {
     ] {
         out.push(writable(name, dir));
     }
-    out.push(database(&l.paths.db));
+    out.push(match &l.paths.backend {
+        crate::store::Backend::Sqlite(db) => database(db),
+        crate::store::Backend::Postgres(url) => postgres(url),
+    });
     out.push(backup_debris(l));
     out.push(interrupted_restore(l));
     out.push(disk(
@@ -186,6 +189,52 @@ fn writable(name: &str, dir: &Path) -> Check {
                 "chown/chmod {} for the user running aica, or point the paths.* setting elsewhere",
                 dir.display()
             )),
+        ),
+    }
+}
+
+/// Name of the check that fails when the database server cannot be reached
+/// (`aica doctor` exits 2 for it: the environment, not this machine's setup).
+pub const UNREACHABLE: &str = "database server";
+
+/// A read-only look at the PostgreSQL database: reachable, version, schema.
+/// Runs on a blocking thread of the runtime.
+fn postgres(url: &str) -> Check {
+    let probe = tokio::runtime::Handle::current().block_on(crate::store::postgres::probe(url));
+    let expected = crate::store::SCHEMA_VERSION;
+    match probe {
+        Ok(p) if p.schema > expected => check(
+            "database",
+            Level::Fail,
+            format!(
+                "PostgreSQL {} has aica schema version {}, newer than this aica supports ({expected})",
+                p.server_version, p.schema
+            ),
+            Some("upgrade aica to the version the other replicas run, or restore a backup made by this version".into()),
+        ),
+        Ok(p) => check(
+            "database",
+            Level::Pass,
+            format!(
+                "PostgreSQL {} answers in {:.1} ms, schema version {}{}",
+                p.server_version,
+                p.round_trip.as_secs_f64() * 1000.0,
+                p.schema,
+                if p.schema < expected { " (migrated on next start)" } else { "" }
+            ),
+            None,
+        ),
+        Err(e @ crate::store::StoreError::Unavailable(_)) => check(
+            UNREACHABLE,
+            Level::Fail,
+            e.to_string(),
+            Some("start PostgreSQL or fix host, port, user and password in database.url (DATABASE_URL); 'pg_isready -h HOST -p PORT' tells whether it listens".into()),
+        ),
+        Err(e) => check(
+            "database",
+            Level::Fail,
+            e.to_string(),
+            Some("check database.url and the server's log".into()),
         ),
     }
 }

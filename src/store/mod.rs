@@ -1,22 +1,27 @@
 //! The content store: the interface every backend implements, its types and errors.
 //!
-//! Only [`sqlite`] exists today. Everything above this module talks to
-//! `dyn ContentStore`, so a PostgreSQL store for multi-replica deployments can be
-//! added without touching HTTP or CLI code. Operations that only make sense for an
-//! embedded SQLite file say so and return [`StoreError::Unsupported`] elsewhere.
+//! Two backends: [`sqlite`] (embedded, one process) and [`postgres`] (any number
+//! of replicas). Everything above this module talks to `dyn ContentStore`, opened
+//! by [`open`] from the configured URL. Neither backend's error or connection
+//! types cross this boundary: each maps them to [`StoreError`] inside. What only
+//! an embedded file has (quick_check, checkpoint, file size) is the optional
+//! [`FileMaintenance`] capability; what only a shared server has (change
+//! notifications, leader election) is [`postgres::Coordination`].
 
 pub mod keys;
 mod model;
-mod queries;
-mod schema;
+mod open;
+pub mod postgres;
 mod seed;
 mod sqlite;
 
 #[cfg(test)]
 pub use model::test_strategies;
 pub use model::*;
-pub use schema::SCHEMA_VERSION;
+pub use open::{Backend, Opened, open};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use sqlite::schema::SCHEMA_VERSION;
 
 use std::time::Duration;
 
@@ -40,37 +45,9 @@ pub enum StoreError {
         "the database schema is version {found}, newer than this aica (version {supported}); upgrade aica or restore an older backup"
     )]
     SchemaTooNew { found: i64, supported: i64 },
-    #[error("{0} is only available for the SQLite store")]
-    Unsupported(&'static str),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-/// SQLite errors are classified here, so nothing above the store sees rusqlite.
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> StoreError {
-        use rusqlite::ErrorCode as C;
-        match &e {
-            rusqlite::Error::SqliteFailure(f, _) => match f.code {
-                C::DatabaseBusy | C::DatabaseLocked => StoreError::Busy(e.to_string()),
-                C::CannotOpen
-                | C::NotADatabase
-                | C::ReadOnly
-                | C::DiskFull
-                | C::SystemIoFailure
-                | C::PermissionDenied => StoreError::Unavailable(e.to_string()),
-                _ => StoreError::Internal(e.to_string()),
-            },
-            _ => StoreError::Internal(e.to_string()),
-        }
-    }
-}
-
-impl From<r2d2::Error> for StoreError {
-    fn from(e: r2d2::Error) -> StoreError {
-        StoreError::Unavailable(format!("no database connection: {e}"))
-    }
-}
 
 /// Schema state as seen by the readiness probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -85,10 +62,56 @@ impl SchemaStatus {
     }
 }
 
-/// Everything the service needs from a database.
-pub trait ContentStore: Send + Sync {
-    /// Short name of the backend ("sqlite").
+/// What health, metrics and doctor show about the backend.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct BackendInfo {
+    pub backend: &'static str,
+    /// Where the data is: the file, or the server URL with its password redacted.
+    pub location: String,
+    /// The server's version (PostgreSQL), or the linked library's (SQLite).
+    pub version: String,
+    pub pool_max: u32,
+    /// Connections open in the pool.
+    pub pool_open: u32,
+    /// Open connections not in use.
+    pub pool_idle: u32,
+    /// Requests waiting for a connection.
+    pub pool_waiting: u32,
+}
+
+/// API keys and the audit trail.
+pub trait KeyStore: Send + Sync {
+    fn create_key(&self, key: &NewApiKey) -> Result<()>;
+    /// The unrevoked key with this hash; records its use.
+    fn find_key(&self, hash: &str) -> Result<Option<ApiKey>>;
+    fn list_keys(&self) -> Result<Vec<ApiKey>>;
+    fn revoke_key(&self, name: &str) -> Result<bool>;
+    fn audit(&self, entry: &AuditEntry) -> Result<()>;
+    /// Audit, counting repeats (same actor, client, action, outcome, minute) in one row.
+    fn audit_aggregated(&self, entry: &AuditEntry) -> Result<()>;
+    fn recent_audit(&self, limit: u32) -> Result<Vec<AuditEntry>>;
+}
+
+/// File-level care of an embedded database (SQLite only).
+pub trait FileMaintenance: Send + Sync {
+    /// `PRAGMA quick_check`: `Ok(None)` when clean, else the first problem.
+    fn quick_check(&self) -> Result<Option<String>>;
+    /// Checkpoint and truncate the WAL, as done at shutdown.
+    fn checkpoint(&self) -> Result<()>;
+    /// Size of the database files on disk in bytes.
+    fn size_bytes(&self) -> Result<u64>;
+    /// `Some(problem)` when the database file at the configured path is no longer
+    /// the one this store has open (deleted, or replaced by a rename).
+    fn file_replaced(&self) -> Result<Option<String>>;
+}
+
+/// Everything the service needs from a database. Methods block: callers on
+/// an async runtime run them on a blocking thread (`AppState::with_store`).
+pub trait ContentStore: KeyStore {
+    /// Short name of the backend ("sqlite", "postgres").
     fn backend(&self) -> &'static str;
+    /// Pool state, server version and where the data is.
+    fn info(&self) -> BackendInfo;
     /// A round trip that reads the database (its schema); returns how long it took.
     fn ping(&self) -> Result<Duration>;
     /// The same round trip only if it cannot block (an idle connection is at
@@ -116,25 +139,16 @@ pub trait ContentStore: Send + Sync {
 
     fn dashboard(&self) -> Result<Dashboard>;
 
-    fn create_key(&self, key: &NewApiKey) -> Result<()>;
-    /// The unrevoked key with this hash; records its use.
-    fn find_key(&self, hash: &str) -> Result<Option<ApiKey>>;
-    fn list_keys(&self) -> Result<Vec<ApiKey>>;
-    fn revoke_key(&self, name: &str) -> Result<bool>;
-    fn audit(&self, entry: &AuditEntry) -> Result<()>;
-    /// Audit, counting repeats (same actor, client, action, outcome, minute) in one row.
-    fn audit_aggregated(&self, entry: &AuditEntry) -> Result<()>;
-    fn recent_audit(&self, limit: u32) -> Result<Vec<AuditEntry>>;
+    /// Record that this process runs `job` for the scheduled time `tick`;
+    /// `false` when another process already claimed that tick (it ran or runs it).
+    fn claim_run(&self, job: &str, tick: &str) -> Result<bool>;
+    /// Record how a claimed run ended.
+    fn finish_run(&self, job: &str, tick: &str, outcome: &str, detail: &str) -> Result<()>;
+    /// The latest runs of `job`, newest first.
+    fn recent_runs(&self, job: &str, limit: u32) -> Result<Vec<JobRun>>;
 
-    /// `PRAGMA quick_check` (SQLite only): `Ok(None)` when clean, else the first problem.
-    fn quick_check(&self) -> Result<Option<String>>;
-    /// Checkpoint and truncate the WAL (SQLite only), as done at shutdown.
-    fn checkpoint(&self) -> Result<()>;
-    /// Size of the database files on disk in bytes (SQLite only).
-    fn size_bytes(&self) -> Result<u64>;
-    /// `Some(problem)` when the database file at the configured path is no longer
-    /// the one this store has open (deleted, or replaced by a rename) (SQLite only).
-    fn file_replaced(&self) -> Result<Option<String>> {
-        Ok(None)
+    /// The embedded file's maintenance, when the data is an embedded file.
+    fn file_maintenance(&self) -> Option<&dyn FileMaintenance> {
+        None
     }
 }

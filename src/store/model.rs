@@ -568,3 +568,18 @@ mod tests {
         assert!(a.published_at.is_some());
     }
 }
+
+/// One run of a scheduled job, claimed by exactly one replica per tick.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRun {
+    pub job: String,
+    /// The scheduled time this run is for (RFC 3339, UTC).
+    pub tick: String,
+    /// Which process ran it.
+    pub replica: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// `success` or `failure`; `None` while running (or if the runner died).
+    pub outcome: Option<String>,
+    pub detail: Option<String>,
+}

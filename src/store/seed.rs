@@ -1,11 +1,10 @@
 //! The demo data set: thousands of articles, trends and newsletters about the
 //! TypeScript ecosystem, generated deterministically so every fresh install matches.
 
-use super::Result;
+use super::model::{ArticleInput, NewsletterInput, TrendInput};
 use crate::util::fmt_time;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rusqlite::{Connection, params};
 use time::{Duration, OffsetDateTime};
 
 pub const ARTICLES: usize = 6000;
@@ -108,124 +107,109 @@ fn slugify(s: &str) -> String {
     out.trim_matches('-').to_string()
 }
 
-/// Fill the content tables when they are all empty. Returns whether it seeded.
-pub fn seed_if_empty(conn: &mut Connection) -> Result<bool> {
-    let existing: i64 = conn.query_row(
-        "SELECT (SELECT COUNT(*) FROM articles) + (SELECT COUNT(*) FROM trends) + (SELECT COUNT(*) FROM newsletters)",
-        [],
-        |r| r.get(0),
-    )?;
-    if existing > 0 {
-        return Ok(false);
-    }
+/// The demo data set, ready for any store to insert: each row with its creation time.
+pub struct Demo {
+    pub articles: Vec<(ArticleInput, String)>,
+    pub trends: Vec<(TrendInput, String)>,
+    pub newsletters: Vec<(NewsletterInput, String)>,
+}
+
+/// Generate the demo data set (deterministic apart from "now", its end).
+pub fn demo() -> Demo {
     let mut rng = StdRng::seed_from_u64(0x0A1C_A5E5);
     let end = OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let tx = conn.transaction()?;
-    {
-        let mut art = tx.prepare(
-            "INSERT INTO articles (slug, title, summary, body, author, category, status, published_at, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
-        )?;
-        let mut tag =
-            tx.prepare("INSERT OR IGNORE INTO article_tags (article_id, tag) VALUES (?1, ?2)")?;
-        for i in 0..ARTICLES {
-            let topic = TOPICS[rng.random_range(0..TOPICS.len())];
-            let angle = ANGLES[rng.random_range(0..ANGLES.len())];
-            let title = format!("{angle} {topic} ({})", i + 1);
-            let created = end - Duration::minutes(rng.random_range(0..(WEEKS * 7 * 24 * 60)));
-            let status = match rng.random_range(0..20) {
-                0 => "draft",
-                1 => "archived",
-                _ => "published",
-            };
-            let published = (status != "draft").then(|| fmt_time(created));
-            let body = (0..rng.random_range(3..7))
-                .map(|_| paragraph(&mut rng, 4))
-                .collect::<Vec<_>>()
-                .join("\n\n");
-            art.execute(params![
-                slugify(&title),
-                title,
-                paragraph(&mut rng, 2),
-                body,
-                AUTHORS[rng.random_range(0..AUTHORS.len())],
-                CATEGORIES[rng.random_range(0..CATEGORIES.len())],
-                status,
-                published,
-                fmt_time(created - Duration::hours(2)),
-            ])?;
-            let id = tx.last_insert_rowid();
-            tag.execute(params![id, topic.to_lowercase()])?;
-            for _ in 0..rng.random_range(1..4) {
-                tag.execute(params![
-                    id,
-                    TOPICS[rng.random_range(0..TOPICS.len())].to_lowercase()
-                ])?;
-            }
+    let mut articles = Vec::with_capacity(ARTICLES);
+    for i in 0..ARTICLES {
+        let topic = TOPICS[rng.random_range(0..TOPICS.len())];
+        let angle = ANGLES[rng.random_range(0..ANGLES.len())];
+        let title = format!("{angle} {topic} ({})", i + 1);
+        let created = end - Duration::minutes(rng.random_range(0..(WEEKS * 7 * 24 * 60)));
+        let status = match rng.random_range(0..20) {
+            0 => "draft",
+            1 => "archived",
+            _ => "published",
+        };
+        let published = (status != "draft").then(|| fmt_time(created));
+        let body = (0..rng.random_range(3..7))
+            .map(|_| paragraph(&mut rng, 4))
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        let summary = paragraph(&mut rng, 2);
+        let author = AUTHORS[rng.random_range(0..AUTHORS.len())];
+        let category = CATEGORIES[rng.random_range(0..CATEGORIES.len())];
+        let mut tags = vec![topic.to_lowercase()];
+        for _ in 0..rng.random_range(1..4) {
+            tags.push(TOPICS[rng.random_range(0..TOPICS.len())].to_lowercase());
         }
-        let mut tr = tx.prepare(
-            "INSERT INTO trends (name, category, period, score, growth_pct, mentions, summary, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
-        )?;
-        let monday = end.date() - Duration::days(end.weekday().number_days_from_monday() as i64);
-        for (t, topic) in TOPICS.iter().enumerate() {
-            let mut score: f64 = rng.random_range(20.0..80.0);
-            for w in (0..WEEKS).rev() {
-                let prev = score;
-                score = (score + rng.random_range(-4.0..4.5)).clamp(1.0, 100.0);
-                let period = monday - Duration::weeks(w);
-                tr.execute(params![
-                    topic,
-                    CATEGORIES[t % CATEGORIES.len()],
-                    period.to_string(),
-                    (score * 10.0).round() / 10.0,
-                    ((score - prev) / prev * 1000.0).round() / 10.0,
-                    rng.random_range(50..5000),
-                    format!(
-                        "{topic}: {}",
-                        SENTENCES[rng.random_range(0..SENTENCES.len())]
-                    ),
-                    fmt_time(period.midnight().assume_utc()),
-                ])?;
-            }
-        }
-        let mut nl = tx.prepare(
-            "INSERT INTO newsletters (slug, title, body, status, issued_at, recipients, open_rate, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
-        )?;
-        for i in 0..NEWSLETTERS {
-            let issued = end - Duration::days(((NEWSLETTERS - i) as i64 - 2) * 2);
-            let status = if issued > end {
-                "scheduled"
-            } else if i % 50 == 7 {
-                "draft"
-            } else {
-                "sent"
+        tags.sort();
+        tags.dedup();
+        let input = ArticleInput {
+            slug: slugify(&title),
+            title,
+            summary,
+            body,
+            author: author.into(),
+            category: category.into(),
+            tags,
+            status: status.into(),
+            published_at: published,
+        };
+        articles.push((input, fmt_time(created - Duration::hours(2))));
+    }
+    let mut trends = Vec::new();
+    let monday = end.date() - Duration::days(end.weekday().number_days_from_monday() as i64);
+    for (t, topic) in TOPICS.iter().enumerate() {
+        let mut score: f64 = rng.random_range(20.0..80.0);
+        for w in (0..WEEKS).rev() {
+            let prev = score;
+            score = (score + rng.random_range(-4.0..4.5)).clamp(1.0, 100.0);
+            let period = monday - Duration::weeks(w);
+            let input = TrendInput {
+                name: topic.to_string(),
+                category: CATEGORIES[t % CATEGORIES.len()].into(),
+                period: period.to_string(),
+                score: (score * 10.0).round() / 10.0,
+                growth_pct: ((score - prev) / prev * 1000.0).round() / 10.0,
+                mentions: rng.random_range(50..5000),
+                summary: format!(
+                    "{topic}: {}",
+                    SENTENCES[rng.random_range(0..SENTENCES.len())]
+                ),
             };
-            nl.execute(params![
-                format!("weekly-digest-{}", i + 1),
-                format!("AICA Weekly #{}: {}", i + 1, TOPICS[i % TOPICS.len()]),
-                (0..4)
-                    .map(|_| paragraph(&mut rng, 5))
-                    .collect::<Vec<_>>()
-                    .join("\n\n"),
-                status,
-                fmt_time(issued),
-                rng.random_range(800..12_000),
-                (rng.random_range(0.18..0.62) * 1000.0f64).round() / 1000.0,
-                fmt_time(issued - Duration::days(3)),
-            ])?;
+            trends.push((input, fmt_time(period.midnight().assume_utc())));
         }
     }
-    tx.commit()?;
-    tracing::info!(
-        articles = ARTICLES,
-        newsletters = NEWSLETTERS,
-        "seeded demo data"
-    );
-    Ok(true)
+    let mut newsletters = Vec::with_capacity(NEWSLETTERS);
+    for i in 0..NEWSLETTERS {
+        let issued = end - Duration::days(((NEWSLETTERS - i) as i64 - 2) * 2);
+        let status = if issued > end {
+            "scheduled"
+        } else if i % 50 == 7 {
+            "draft"
+        } else {
+            "sent"
+        };
+        let input = NewsletterInput {
+            slug: format!("weekly-digest-{}", i + 1),
+            title: format!("AICA Weekly #{}: {}", i + 1, TOPICS[i % TOPICS.len()]),
+            body: (0..4)
+                .map(|_| paragraph(&mut rng, 5))
+                .collect::<Vec<_>>()
+                .join("\n\n"),
+            status: status.into(),
+            issued_at: Some(fmt_time(issued)),
+            recipients: rng.random_range(800..12_000),
+            open_rate: (rng.random_range(0.18..0.62) * 1000.0f64).round() / 1000.0,
+        };
+        newsletters.push((input, fmt_time(issued - Duration::days(3))));
+    }
+    Demo {
+        articles,
+        trends,
+        newsletters,
+    }
 }
 
 #[cfg(test)]

@@ -101,6 +101,31 @@ fn describe() {
         "aica_backups_total",
         "Scheduled backups run by this server, by result."
     );
+    describe_gauge!(
+        "aica_db_pool_max_connections",
+        "Largest number of pooled database connections (database.pool_size)."
+    );
+    describe_gauge!(
+        "aica_db_pool_connections",
+        "Pooled database connections by state (idle, busy)."
+    );
+    describe_gauge!(
+        "aica_db_pool_waiting",
+        "Requests waiting for a pooled database connection."
+    );
+    describe_counter!(
+        "aica_cache_remote_invalidations_total",
+        "Read cache flushes caused by another replica's write (PostgreSQL change feed)."
+    );
+    describe_histogram!(
+        "aica_cache_invalidation_delay_seconds",
+        Unit::Seconds,
+        "From another replica's commit to this replica dropping its cached answers."
+    );
+    describe_gauge!(
+        "aica_scheduler_leader",
+        "1 when this replica runs the scheduled jobs, 0 when another one does."
+    );
     metrics::gauge!("aica_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 

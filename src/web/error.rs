@@ -17,6 +17,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     internal: Option<String>,
+    /// Seconds for a `Retry-After` header.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -26,6 +28,14 @@ impl ApiError {
             code,
             message: message.into(),
             internal: None,
+            retry_after: None,
+        }
+    }
+    /// 429 with `Retry-After`.
+    pub fn too_many_requests(message: impl Into<String>, retry_after_secs: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after_secs),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
         }
     }
     pub fn bad_request(message: impl Into<String>) -> ApiError {
@@ -47,6 +57,7 @@ impl ApiError {
             code: "internal",
             message: "internal error; the server log has the details under this request id".into(),
             internal: Some(detail.to_string()),
+            retry_after: None,
         }
     }
     pub fn unavailable(detail: impl std::fmt::Display) -> ApiError {
@@ -55,6 +66,7 @@ impl ApiError {
             code: "unavailable",
             message: "the service is temporarily unavailable; retry shortly".into(),
             internal: Some(detail.to_string()),
+            retry_after: None,
         }
     }
 }
@@ -77,6 +89,10 @@ impl IntoResponse for ApiError {
             .into_response();
         if let Some(d) = self.internal {
             resp.extensions_mut().insert(InternalDetail(d));
+        }
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         resp
     }

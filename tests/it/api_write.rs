@@ -1,7 +1,6 @@
 //! The write API: keys and roles, create/update/delete, audit trail, cache invalidation.
 
 use crate::common::TestApp;
-use aica::store::ContentStore;
 use reqwest::Method;
 use serde_json::json;
 

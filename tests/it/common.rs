@@ -3,7 +3,7 @@
 
 use aica::config::{LoadOptions, load};
 use aica::http::{self, AppState};
-use aica::store::{ContentStore, NewApiKey, SqliteStore};
+use aica::store::{ContentStore, NewApiKey};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -25,7 +25,7 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut cond: impl FnMut() -> Opt
 pub struct TestApp {
     pub url: String,
     pub dir: tempfile::TempDir,
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<dyn ContentStore>,
     pub client: reqwest::Client,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
@@ -49,16 +49,14 @@ impl TestApp {
             ..Default::default()
         })
         .unwrap();
-        let db = loaded.paths.db.clone();
-        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db, 4, true).unwrap())
+        let opened = aica::store::open(&loaded.paths.backend, 4, true)
             .await
             .unwrap();
-        let store = Arc::new(store);
-        let state = AppState::new(
-            store.clone() as Arc<dyn ContentStore>,
-            loaded.settings.clone(),
-            &loaded.paths,
-        );
+        let store = opened.store;
+        let state = AppState::new(store.clone(), loaded.settings.clone(), &loaded.paths);
+        if let Some(coord) = opened.coordination {
+            aica::http::replicas::spawn_change_feed(&state, coord);
+        }
         state.refresh_quick_check().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -127,12 +125,17 @@ impl TestApp {
     }
 }
 
-fn rand_hex() -> String {
+pub fn rand_hex() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_aica"))
+}
+
+/// Settings from the outer environment that a test must not inherit.
+fn outer_setting(k: &str) -> bool {
+    k.starts_with("AICA_") || k == "DATABASE_URL" || k == "REDIS_URL"
 }
 
 /// Run the binary to completion in `dir`, with no AICA_* from the outer environment.
@@ -143,7 +146,7 @@ pub fn aica(dir: &Path, args: &[&str]) -> Output {
 pub fn aica_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(bin());
     cmd.arg("--dir").arg(dir).args(args).stdin(Stdio::null());
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("AICA_")) {
+    for (k, _) in std::env::vars().filter(|(k, _)| outer_setting(k)) {
         cmd.env_remove(k);
     }
     cmd.envs(env.iter().copied());
@@ -172,7 +175,7 @@ impl Server {
             .arg(dir)
             .args(["serve", "--port", "0", "--console-port", "0"])
             .args(extra);
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("AICA_")) {
+        for (k, _) in std::env::vars().filter(|(k, _)| outer_setting(k)) {
             cmd.env_remove(k);
         }
         cmd.envs(env.iter().copied())

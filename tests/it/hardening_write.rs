@@ -3,7 +3,6 @@
 //! refusal audited, anonymous refusals bounded.
 
 use crate::common::TestApp;
-use aica::store::ContentStore;
 use reqwest::Method;
 use serde_json::{Value, json};
 

@@ -7,7 +7,7 @@ use std::path::Path;
 
 fn layer(module: &str) -> Option<u8> {
     Some(match module {
-        "config" | "store" | "telemetry" | "run" | "check" | "util" => 0,
+        "config" | "store" | "shared" | "telemetry" | "run" | "check" | "util" => 0,
         "backup" | "ops" => 1,
         "web" | "http" | "console" => 2,
         "cli" | "main" => 3,

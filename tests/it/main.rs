@@ -3,13 +3,17 @@
 mod api_read;
 mod api_write;
 mod backup;
+mod backup_pg;
 mod backup_safety;
 mod bad_input;
 mod common;
+mod contract;
 mod hardening;
 mod hardening_write;
 mod health_metrics;
 mod layers;
 mod lifecycle;
 mod memory;
+mod pg;
+mod replicas;
 mod slow_clients;

@@ -113,7 +113,7 @@ async fn a_stalled_body_is_a_408() {
         "{:?}",
         start.elapsed()
     );
-    let audit = aica::store::ContentStore::recent_audit(&*app.store, 5).unwrap();
+    let audit = app.store.recent_audit(5).unwrap();
     assert!(
         audit.iter().any(|e| e.outcome == "refused 408"),
         "{audit:?}"

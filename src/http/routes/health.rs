@@ -109,9 +109,21 @@ pub async fn live() -> Response {
     r.into_response(json!({}))
 }
 
-/// `/health/ready`: the database is reachable and migrated to this version's schema.
+/// `/health/ready`: the database is reachable and migrated to this version's
+/// schema, and the replica is not draining for a shutdown.
 pub async fn ready(State(st): State<AppState>) -> Response {
     let mut r = Report::new();
+    if st.replicas.is_draining() {
+        r.add(
+            Check::fail(
+                "server:draining",
+                "shutting down: finishing in-flight requests, send new ones to another replica",
+                "none needed: this replica is being stopped or restarted",
+            ),
+            json!({"componentType": "system"}),
+        );
+        return r.into_response(json!({}));
+    }
     let store = st.store.clone();
     match tokio::task::spawn_blocking(move || store.schema_status()).await {
         Ok(Ok(s)) => {
@@ -186,40 +198,11 @@ pub async fn detailed(State(st): State<AppState>) -> Response {
         ),
     }
 
-    let store = st.store.clone();
-    if let Ok(Ok(size)) = tokio::task::spawn_blocking(move || store.size_bytes()).await {
-        metrics::gauge!("aica_db_size_bytes").set(size as f64);
-        r.add(
-            Check::pass("database:size", format!("{size} bytes")),
-            json!({"componentType": "datastore", "observedValue": size, "observedUnit": "bytes"}),
-        );
+    if st.store.file_maintenance().is_some() {
+        file_checks(&st, &mut r).await;
     }
-
-    // The file at the configured path must be the one we have open: a file
-    // replaced under a running server (a copy, a restore) is not what it serves.
-    let store = st.store.clone();
-    match tokio::task::spawn_blocking(move || store.file_replaced()).await {
-        Ok(Ok(None)) => r.add(
-            Check::pass("database:file", "same file as opened"),
-            json!({"componentType": "datastore", "observedValue": "same file as opened"}),
-        ),
-        Ok(Ok(Some(problem))) => r.add(
-            Check::fail(
-                "database:file",
-                problem,
-                "restart aica so it opens the file at the configured path (aica restart)",
-            ),
-            json!({"componentType": "datastore"}),
-        ),
-        Ok(Err(e)) => r.add(
-            Check::fail("database:file", e.to_string(), DB_FIX),
-            json!({"componentType": "datastore"}),
-        ),
-        Err(e) => r.add(
-            Check::fail("database:file", e.to_string(), DB_FIX),
-            json!({"componentType": "datastore"}),
-        ),
-    }
+    backend_checks(&st, &mut r);
+    redis_check(&st, &mut r).await;
 
     let h = &st.settings.health;
     match crate::util::free_disk_bytes(&st.data_dir) {
@@ -303,4 +286,137 @@ pub async fn detailed(State(st): State<AppState>) -> Response {
         json!({"componentType": "system", "observedValue": up, "observedUnit": "s"}),
     );
     r.into_response(json!({ "backend": st.store.backend() }))
+}
+
+/// Size and identity of an embedded database file.
+async fn file_checks(st: &AppState, r: &mut Report) {
+    let store = st.store.clone();
+    let size =
+        tokio::task::spawn_blocking(move || store.file_maintenance().map(|m| m.size_bytes())).await;
+    if let Ok(Some(Ok(size))) = size {
+        metrics::gauge!("aica_db_size_bytes").set(size as f64);
+        r.add(
+            Check::pass("database:size", format!("{size} bytes")),
+            json!({"componentType": "datastore", "observedValue": size, "observedUnit": "bytes"}),
+        );
+    }
+    // The file at the configured path must be the one we have open: a file
+    // replaced under a running server (a copy, a restore) is not what it serves.
+    let store = st.store.clone();
+    let replaced = tokio::task::spawn_blocking(move || {
+        store
+            .file_maintenance()
+            .map(|m| m.file_replaced())
+            .unwrap_or(Ok(None))
+    })
+    .await;
+    match replaced {
+        Ok(Ok(None)) => r.add(
+            Check::pass("database:file", "same file as opened"),
+            json!({"componentType": "datastore", "observedValue": "same file as opened"}),
+        ),
+        Ok(Ok(Some(problem))) => r.add(
+            Check::fail(
+                "database:file",
+                problem,
+                "restart aica so it opens the file at the configured path (aica restart)",
+            ),
+            json!({"componentType": "datastore"}),
+        ),
+        Ok(Err(e)) => r.add(
+            Check::fail("database:file", e.to_string(), DB_FIX),
+            json!({"componentType": "datastore"}),
+        ),
+        Err(e) => r.add(
+            Check::fail("database:file", e.to_string(), DB_FIX),
+            json!({"componentType": "datastore"}),
+        ),
+    }
+}
+
+/// Pool, server, change feed and scheduler role.
+fn backend_checks(st: &AppState, r: &mut Report) {
+    use crate::http::replicas::Feed;
+    let info = st.store.info();
+    let pool = format!(
+        "{} of {} connections open, {} idle, {} waiting",
+        info.pool_open, info.pool_max, info.pool_idle, info.pool_waiting
+    );
+    let c = if info.pool_waiting > 0 {
+        Check::warn(
+            "database:pool",
+            pool,
+            "requests wait for a connection: raise database.pool_size or add replicas",
+        )
+    } else {
+        Check::pass("database:pool", pool)
+    };
+    r.add(
+        c,
+        json!({"componentType": "datastore", "backend": info.backend, "location": info.location,
+               "version": info.version, "max": info.pool_max, "open": info.pool_open,
+               "idle": info.pool_idle, "waiting": info.pool_waiting}),
+    );
+    match st.replicas.feed() {
+        Feed::Local => {}
+        Feed::Starting => r.add(
+            Check::warn(
+                "cache:invalidation",
+                "connecting to the change feed; read cache bypassed meanwhile",
+                "wait a moment; if it lasts, aica doctor",
+            ),
+            json!({"componentType": "component"}),
+        ),
+        Feed::Listening { since } => r.add(
+            Check::pass(
+                "cache:invalidation",
+                format!("listening for other replicas' writes since {since}"),
+            ),
+            json!({"componentType": "component", "since": since}),
+        ),
+        Feed::Lost { since, reason } => r.add(
+            Check::warn(
+                "cache:invalidation",
+                format!("change feed lost since {since} ({reason}); read cache bypassed, answers stay fresh"),
+                "check the connection to PostgreSQL (aica doctor); it reconnects by itself",
+            ),
+            json!({"componentType": "component", "since": since}),
+        ),
+    }
+    if let Some(leader) = st.replicas.is_leader() {
+        let role = if leader {
+            "leader: runs the scheduled jobs"
+        } else {
+            "standby: another replica runs the scheduled jobs"
+        };
+        r.add(
+            Check::pass("scheduler:role", role),
+            json!({"componentType": "component", "observedValue": leader}),
+        );
+    }
+}
+
+/// Redis, when configured: a round trip now; a failure means per-replica counts.
+async fn redis_check(st: &AppState, r: &mut Report) {
+    let Some(res) = st.counters.ping().await else {
+        return;
+    };
+    let addr = st.counters.redis_address().unwrap_or_default().to_string();
+    match res {
+        Ok(d) => {
+            let ms = d.as_secs_f64() * 1000.0;
+            r.add(
+                Check::pass("redis", format!("{addr} answers in {ms:.2} ms")),
+                json!({"componentType": "datastore", "observedValue": ms, "observedUnit": "ms"}),
+            )
+        }
+        Err(e) => r.add(
+            Check::fail(
+                "redis",
+                format!("{addr}: {e}; limits are counted per replica until it is back"),
+                "start Redis or fix redis.url (REDIS_URL); aica reconnects by itself",
+            ),
+            json!({"componentType": "datastore"}),
+        ),
+    }
 }

@@ -15,9 +15,15 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     let (store, dir) = (st.store.clone(), st.backups_dir.clone());
     // File-system reads and rendering, in one trip to the blocking pool.
     let body = tokio::task::spawn_blocking(move || {
-        if let Ok(size) = store.size_bytes() {
+        if let Some(Ok(size)) = store.file_maintenance().map(|m| m.size_bytes()) {
             metrics::gauge!("aica_db_size_bytes").set(size as f64);
         }
+        let info = store.info();
+        metrics::gauge!("aica_db_pool_max_connections").set(info.pool_max as f64);
+        metrics::gauge!("aica_db_pool_connections", "state" => "idle").set(info.pool_idle as f64);
+        metrics::gauge!("aica_db_pool_connections", "state" => "busy")
+            .set(info.pool_open.saturating_sub(info.pool_idle) as f64);
+        metrics::gauge!("aica_db_pool_waiting").set(info.pool_waiting as f64);
         crate::backup::publish_gauges(&dir);
         crate::telemetry::metrics::render()
     })

@@ -83,6 +83,20 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE audit_log ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
     CREATE INDEX audit_log_client_at ON audit_log(client, at);
     "#,
+    // 3: runs of scheduled jobs, one row per job and tick (the claim that makes a tick run once)
+    r#"
+    CREATE TABLE job_runs (
+        id INTEGER PRIMARY KEY,
+        job TEXT NOT NULL,
+        tick TEXT NOT NULL,
+        replica TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        outcome TEXT,
+        detail TEXT,
+        UNIQUE (job, tick)
+    );
+    "#,
 ];
 
 /// The schema version this binary writes and expects.
@@ -94,10 +108,10 @@ pub fn current_version(conn: &Connection) -> rusqlite::Result<i64> {
 }
 
 /// Apply every missing migration, each in its own transaction.
-pub fn migrate(conn: &mut Connection) -> super::Result<i64> {
+pub fn migrate(conn: &mut Connection) -> crate::store::Result<i64> {
     let found = current_version(conn)?;
     if found > SCHEMA_VERSION {
-        return Err(super::StoreError::SchemaTooNew {
+        return Err(crate::store::StoreError::SchemaTooNew {
             found,
             supported: SCHEMA_VERSION,
         });

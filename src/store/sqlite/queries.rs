@@ -1,7 +1,7 @@
 //! SQL for content: listings with filters and stable order, single items, writes.
 
-use super::model::*;
-use super::{Result, StoreError};
+use crate::store::model::*;
+use crate::store::{Result, StoreError};
 use crate::util::now;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params, params_from_iter};
@@ -405,4 +405,129 @@ pub fn dashboard(c: &mut Connection) -> Result<Dashboard> {
         )?
         .items,
     })
+}
+
+/// Fill the content tables with `demo()` when they are all empty. Returns whether it seeded.
+pub fn seed_if_empty(
+    conn: &mut Connection,
+    demo: fn() -> crate::store::seed::Demo,
+) -> Result<bool> {
+    let existing: i64 = conn.query_row(
+        "SELECT (SELECT COUNT(*) FROM articles) + (SELECT COUNT(*) FROM trends) + (SELECT COUNT(*) FROM newsletters)",
+        [],
+        |r| r.get(0),
+    )?;
+    if existing > 0 {
+        return Ok(false);
+    }
+    let d = demo();
+    let tx = conn.transaction()?;
+    {
+        let mut art = tx.prepare(
+            "INSERT INTO articles (slug, title, summary, body, author, category, status, published_at, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+        )?;
+        let mut tag =
+            tx.prepare("INSERT OR IGNORE INTO article_tags (article_id, tag) VALUES (?1, ?2)")?;
+        for (a, created) in &d.articles {
+            art.execute(params![
+                a.slug,
+                a.title,
+                a.summary,
+                a.body,
+                a.author,
+                a.category,
+                a.status,
+                a.published_at,
+                created
+            ])?;
+            let id = tx.last_insert_rowid();
+            for t in &a.tags {
+                tag.execute(params![id, t])?;
+            }
+        }
+        let mut tr = tx.prepare(
+            "INSERT INTO trends (name, category, period, score, growth_pct, mentions, summary, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+        )?;
+        for (t, created) in &d.trends {
+            tr.execute(params![
+                t.name,
+                t.category,
+                t.period,
+                t.score,
+                t.growth_pct,
+                t.mentions,
+                t.summary,
+                created
+            ])?;
+        }
+        let mut nl = tx.prepare(
+            "INSERT INTO newsletters (slug, title, body, status, issued_at, recipients, open_rate, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+        )?;
+        for (n, created) in &d.newsletters {
+            nl.execute(params![
+                n.slug,
+                n.title,
+                n.body,
+                n.status,
+                n.issued_at,
+                n.recipients,
+                n.open_rate,
+                created
+            ])?;
+        }
+    }
+    tx.commit()?;
+    tracing::info!(
+        articles = d.articles.len(),
+        newsletters = d.newsletters.len(),
+        "seeded demo data"
+    );
+    Ok(true)
+}
+
+pub fn claim_run(c: &Connection, job: &str, tick: &str, replica: &str) -> Result<bool> {
+    let n = c.execute(
+        "INSERT INTO job_runs (job, tick, replica, started_at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (job, tick) DO NOTHING",
+        params![job, tick, replica, now()],
+    )?;
+    Ok(n == 1)
+}
+
+pub fn finish_run(
+    c: &Connection,
+    job: &str,
+    tick: &str,
+    outcome: &str,
+    detail: &str,
+) -> Result<()> {
+    c.execute(
+        "UPDATE job_runs SET finished_at = ?3, outcome = ?4, detail = ?5 WHERE job = ?1 AND tick = ?2",
+        params![job, tick, now(), outcome, detail],
+    )?;
+    Ok(())
+}
+
+pub fn recent_runs(c: &Connection, job: &str, limit: u32) -> Result<Vec<JobRun>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT job, tick, replica, started_at, finished_at, outcome, detail FROM job_runs \
+         WHERE job = ?1 ORDER BY tick DESC LIMIT ?2",
+    )?;
+    let rows = stmt
+        .query_map(params![job, limit], |r| {
+            Ok(JobRun {
+                job: r.get(0)?,
+                tick: r.get(1)?,
+                replica: r.get(2)?,
+                started_at: r.get(3)?,
+                finished_at: r.get(4)?,
+                outcome: r.get(5)?,
+                detail: r.get(6)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
 }

@@ -1,6 +1,12 @@
-//! The SQLite store: a pooled, WAL-mode embedded database.
+//! The SQLite store: a pooled, WAL-mode embedded database (one process).
 
-use super::{ContentStore, Result, SchemaStatus, StoreError, schema, seed};
+mod keys;
+mod queries;
+pub mod schema;
+
+use super::{
+    BackendInfo, ContentStore, FileMaintenance, KeyStore, Result, SchemaStatus, StoreError, seed,
+};
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -84,7 +90,7 @@ impl SqliteStore {
             }
             schema::migrate(&mut conn)?;
             if seed_demo {
-                seed::seed_if_empty(&mut conn)?;
+                queries::seed_if_empty(&mut conn, seed::demo)?;
             }
         }
         let pool = r2d2::Pool::builder()
@@ -140,6 +146,19 @@ impl ContentStore for SqliteStore {
         "sqlite"
     }
 
+    fn info(&self) -> BackendInfo {
+        let state = self.pool.state();
+        BackendInfo {
+            backend: "sqlite",
+            location: self.path.display().to_string(),
+            version: rusqlite::version().to_string(),
+            pool_max: self.pool.max_size(),
+            pool_open: state.connections,
+            pool_idle: state.idle_connections,
+            pool_waiting: 0,
+        }
+    }
+
     fn ping(&self) -> Result<Duration> {
         let start = Instant::now();
         self.with("ping", |c| {
@@ -170,93 +189,104 @@ impl ContentStore for SqliteStore {
         &self,
         f: &super::ArticleFilter,
     ) -> Result<super::Page<super::ArticleSummary>> {
-        self.with("list_articles", |c| super::queries::list_articles(c, f))
+        self.with("list_articles", |c| queries::list_articles(c, f))
     }
     fn get_article(&self, slug: &str) -> Result<Option<super::Article>> {
-        self.with("get_article", |c| super::queries::get_article(c, slug))
+        self.with("get_article", |c| queries::get_article(c, slug))
     }
     fn create_article(&self, i: &super::ArticleInput) -> Result<super::Article> {
-        self.with("write_article", |c| super::queries::create_article(c, i))
+        self.with("write_article", |c| queries::create_article(c, i))
     }
     fn update_article(
         &self,
         slug: &str,
         i: &super::ArticleInput,
     ) -> Result<Option<super::Article>> {
-        self.with("write_article", |c| {
-            super::queries::update_article(c, slug, i)
-        })
+        self.with("write_article", |c| queries::update_article(c, slug, i))
     }
     fn delete_article(&self, slug: &str) -> Result<bool> {
         self.with("write_article", |c| {
-            super::queries::delete(c, "articles", "slug", &slug)
+            queries::delete(c, "articles", "slug", &slug)
         })
     }
     fn list_trends(&self, f: &super::TrendFilter) -> Result<super::Page<super::Trend>> {
-        self.with("list_trends", |c| super::queries::list_trends(c, f))
+        self.with("list_trends", |c| queries::list_trends(c, f))
     }
     fn create_trend(&self, i: &super::TrendInput) -> Result<super::Trend> {
-        self.with("write_trend", |c| super::queries::create_trend(c, i))
+        self.with("write_trend", |c| queries::create_trend(c, i))
     }
     fn update_trend(&self, id: i64, i: &super::TrendInput) -> Result<Option<super::Trend>> {
-        self.with("write_trend", |c| super::queries::update_trend(c, id, i))
+        self.with("write_trend", |c| queries::update_trend(c, id, i))
     }
     fn delete_trend(&self, id: i64) -> Result<bool> {
-        self.with("write_trend", |c| {
-            super::queries::delete(c, "trends", "id", &id)
-        })
+        self.with("write_trend", |c| queries::delete(c, "trends", "id", &id))
     }
     fn list_newsletters(
         &self,
         f: &super::NewsletterFilter,
     ) -> Result<super::Page<super::Newsletter>> {
-        self.with("list_newsletters", |c| {
-            super::queries::list_newsletters(c, f)
-        })
+        self.with("list_newsletters", |c| queries::list_newsletters(c, f))
     }
     fn create_newsletter(&self, i: &super::NewsletterInput) -> Result<super::Newsletter> {
-        self.with("write_newsletter", |c| {
-            super::queries::create_newsletter(c, i)
-        })
+        self.with("write_newsletter", |c| queries::create_newsletter(c, i))
     }
     fn update_newsletter(
         &self,
         id: i64,
         i: &super::NewsletterInput,
     ) -> Result<Option<super::Newsletter>> {
-        self.with("write_newsletter", |c| {
-            super::queries::update_newsletter(c, id, i)
-        })
+        self.with("write_newsletter", |c| queries::update_newsletter(c, id, i))
     }
     fn delete_newsletter(&self, id: i64) -> Result<bool> {
         self.with("write_newsletter", |c| {
-            super::queries::delete(c, "newsletters", "id", &id)
+            queries::delete(c, "newsletters", "id", &id)
         })
     }
     fn dashboard(&self) -> Result<super::Dashboard> {
-        self.with("dashboard", super::queries::dashboard)
+        self.with("dashboard", queries::dashboard)
     }
+    fn claim_run(&self, job: &str, tick: &str) -> Result<bool> {
+        let replica = format!("pid {}", std::process::id());
+        self.with("jobs", |c| queries::claim_run(c, job, tick, &replica))
+    }
+    fn finish_run(&self, job: &str, tick: &str, outcome: &str, detail: &str) -> Result<()> {
+        self.with("jobs", |c| {
+            queries::finish_run(c, job, tick, outcome, detail)
+        })
+    }
+    fn recent_runs(&self, job: &str, limit: u32) -> Result<Vec<super::JobRun>> {
+        self.with("jobs", |c| queries::recent_runs(c, job, limit))
+    }
+    fn file_maintenance(&self) -> Option<&dyn FileMaintenance> {
+        Some(self)
+    }
+}
+
+impl KeyStore for SqliteStore {
     fn create_key(&self, k: &super::NewApiKey) -> Result<()> {
-        self.with("keys", |c| super::keys::create(c, k))
+        self.with("keys", |c| keys::create(c, k))
     }
     fn find_key(&self, hash: &str) -> Result<Option<super::ApiKey>> {
-        self.with("keys", |c| super::keys::find(c, hash))
+        self.with("keys", |c| keys::find(c, hash))
     }
     fn list_keys(&self) -> Result<Vec<super::ApiKey>> {
-        self.with("keys", super::keys::list)
+        self.with("keys", keys::list)
     }
     fn revoke_key(&self, name: &str) -> Result<bool> {
-        self.with("keys", |c| super::keys::revoke(c, name))
+        self.with("keys", |c| keys::revoke(c, name))
     }
     fn audit(&self, e: &super::AuditEntry) -> Result<()> {
-        self.with("audit", |c| super::keys::audit(c, e))
+        self.with("audit", |c| keys::audit(c, e))
     }
     fn audit_aggregated(&self, e: &super::AuditEntry) -> Result<()> {
-        self.with("audit", |c| super::keys::audit_aggregated(c, e))
+        self.with("audit", |c| keys::audit_aggregated(c, e))
     }
     fn recent_audit(&self, limit: u32) -> Result<Vec<super::AuditEntry>> {
-        self.with("audit", |c| super::keys::recent_audit(c, limit))
+        self.with("audit", |c| keys::recent_audit(c, limit))
     }
+}
+
+impl FileMaintenance for SqliteStore {
     fn quick_check(&self) -> Result<Option<String>> {
         self.with("quick_check", |c| quick_check(c))
     }
@@ -291,5 +321,31 @@ impl ContentStore for SqliteStore {
                  which was deleted or moved: restore it or restart aica"
             )),
         })
+    }
+}
+
+/// SQLite errors are classified here, so nothing above the store sees rusqlite.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        use rusqlite::ErrorCode as C;
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _) => match f.code {
+                C::DatabaseBusy | C::DatabaseLocked => StoreError::Busy(e.to_string()),
+                C::CannotOpen
+                | C::NotADatabase
+                | C::ReadOnly
+                | C::DiskFull
+                | C::SystemIoFailure
+                | C::PermissionDenied => StoreError::Unavailable(e.to_string()),
+                _ => StoreError::Internal(e.to_string()),
+            },
+            _ => StoreError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<r2d2::Error> for StoreError {
+    fn from(e: r2d2::Error) -> StoreError {
+        StoreError::Unavailable(format!("no database connection: {e}"))
     }
 }

@@ -1,0 +1,143 @@
+//! Backups of the PostgreSQL store, through the real binary: the same
+//! commands and guarantees as on SQLite.
+
+use crate::common::{Server, aica_env, get, text};
+use crate::pg::TestDb;
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+fn run(dir: &Path, db: &TestDb, args: &[&str]) -> (i32, String) {
+    let o = aica_env(dir, args, &[("DATABASE_URL", db.url.as_str())]);
+    (o.status.code().unwrap_or(-1), text(&o))
+}
+
+fn list(dir: &Path, db: &TestDb) -> Vec<Value> {
+    let (code, out) = run(dir, db, &["backup", "list", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    serde_json::from_str(
+        out.lines()
+            .take_while(|l| !l.starts_with("ignored"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .as_str(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn create_verify_restore_and_drill_on_postgres() {
+    let Some(db) = TestDb::create() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The demo data set, seeded through the CLI.
+    let (code, out) = run(
+        d,
+        &db,
+        &["keys", "create", "--role", "admin", "--name", "ops"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let articles = db.scalar("SELECT COUNT(*) FROM articles");
+    assert!(articles > 1000, "seeded: {articles}");
+
+    let (code, out) = run(d, &db, &["backup", "create", "--verify"]);
+    assert_eq!(code, 0, "{out}");
+    let l = list(d, &db);
+    assert_eq!(l.len(), 1, "{l:?}");
+    assert_eq!(l[0]["state"], "verified", "{l:?}");
+    let name = l[0]["name"].as_str().unwrap().to_string();
+    let sidecar: Value = serde_json::from_slice(
+        &std::fs::read(d.join("backups").join(format!("{name}.json"))).unwrap(),
+    )
+    .unwrap();
+    let m = &sidecar["manifest"];
+    assert_eq!(m["engine"], "postgres");
+    assert_eq!(m["tables"]["articles"].as_i64(), Some(articles));
+    assert!(m["members"].to_string().contains("db/aica.pgdump"), "{m}");
+    assert!(
+        m["server_version"].as_str().unwrap().starts_with("15"),
+        "{m}"
+    );
+    // No scratch database is left behind by the verification.
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM pg_database WHERE datname LIKE 'aica_verify_%'"),
+        0
+    );
+
+    // Changes after the backup, then a restore brings the backup's state back.
+    db.exec("DELETE FROM articles WHERE id % 2 = 0");
+    let after = db.scalar("SELECT COUNT(*) FROM articles");
+    assert!(after < articles);
+    let (code, out) = run(d, &db, &["backup", "restore", "--latest", "--dry-run"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM articles"),
+        after,
+        "a dry run changes nothing"
+    );
+
+    // A serving replica makes the restore refuse, naming what to do.
+    let server = Server::start(d, &[], &[("DATABASE_URL", db.url.as_str())]);
+    let (code, out) = run(d, &db, &["backup", "restore", "--latest", "--yes"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("replicas are serving") && out.contains("--disconnect-replicas"),
+        "{out}"
+    );
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM articles"), after);
+
+    let (code, out) = run(
+        d,
+        &db,
+        &["backup", "restore", &name, "--yes", "--disconnect-replicas"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("_before_"), "{out}");
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM articles"), articles);
+    // The replica reconnects to the restored data by itself.
+    let base = server.backend.clone();
+    crate::common::wait_for(
+        "the replica to serve the restored data",
+        Duration::from_secs(30),
+        || {
+            let (s, body) = get(&format!("{base}/api/optimized/dashboard"))?;
+            let v: Value = serde_json::from_str(&body).ok()?;
+            (s == 200 && v["articles"]["total"].as_i64() == Some(articles)).then_some(())
+        },
+    );
+    drop(server);
+    let l = list(d, &db);
+    assert!(
+        l.iter().any(|b| b["kind"] == "safety"),
+        "a safety dump was taken: {l:?}"
+    );
+
+    let (code, out) = run(d, &db, &["backup", "drill", &name, "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let report: Value = serde_json::from_str(out.trim_start_matches(|c| c != '{')).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(report["rto_seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM pg_database WHERE datname LIKE 'aica_verify_%'"),
+        0
+    );
+}
+
+#[test]
+fn a_postgres_backup_is_refused_by_a_sqlite_install_with_the_fix() {
+    let Some(db) = TestDb::create() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (code, out) = run(d, &db, &["backup", "create"]);
+    assert_eq!(code, 0, "{out}");
+    let o = aica_env(d, &["backup", "restore", "--latest", "--yes"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("PostgreSQL dump") && text(&o).contains("DATABASE_URL"),
+        "{}",
+        text(&o)
+    );
+    let o = aica_env(d, &["backup", "verify"], &[]);
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("needs the server"), "{}", text(&o));
+}

@@ -1,0 +1,516 @@
+//! Replicas on one PostgreSQL database: three real `aica serve` processes,
+//! each in its own directory, sharing only the database (as containers do).
+
+use crate::common::{Server, aica_env, get, text, wait_for};
+use crate::pg::{OwnCluster, TestDb};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A replica's directory and process.
+struct Replica {
+    dir: tempfile::TempDir,
+    server: Server,
+}
+
+fn env(url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AICA_DATABASE_URL", url.to_string()),
+        ("AICA_DATABASE_SEED_DEMO", "false".to_string()),
+    ]
+}
+
+fn start(url: &str, extra: &[&str]) -> Replica {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_in(dir.path(), url, extra);
+    Replica { dir, server }
+}
+
+fn start_in(dir: &std::path::Path, url: &str, extra: &[&str]) -> Server {
+    let e = env(url);
+    let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Server::start(dir, extra, &e)
+}
+
+/// An editor key, created through the CLI against the shared database.
+fn editor_key(url: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let e = env(url);
+    let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let o = aica_env(
+        dir.path(),
+        &["keys", "create", "--role", "editor", "--name", "w"],
+        &e,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn detailed_check(base: &str, name: &str) -> Option<String> {
+    let (_, body) = get(&format!("{base}/health/detailed"))?;
+    let v: Value = serde_json::from_str(&body).ok()?;
+    v["checks"][name][0]["status"].as_str().map(str::to_string)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+fn article(slug: &str) -> Value {
+    json!({"slug": slug, "title": "Replicated", "body": "Body.", "author": "R",
+           "category": "language", "status": "published"})
+}
+
+async fn newest_slug(c: &reqwest::Client, base: &str) -> Option<(String, i64)> {
+    let v: Value = c
+        .get(format!("{base}/api/optimized/articles?limit=1"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some((
+        v["items"][0]["slug"].as_str()?.to_string(),
+        v["total"].as_i64()?,
+    ))
+}
+
+#[test]
+fn writes_through_one_replica_are_read_through_the_others() {
+    let Some(db) = TestDb::create() else { return };
+    let key = editor_key(&db.url);
+    let reps: Vec<Replica> = (0..3).map(|_| start(&db.url, &[])).collect();
+    let bases: Vec<String> = reps.iter().map(|r| r.server.backend.clone()).collect();
+    for b in &bases {
+        wait_for("change feed", Duration::from_secs(20), || {
+            (detailed_check(b, "cache:invalidation")? == "pass").then_some(())
+        });
+    }
+    let rt = runtime();
+    let c = client();
+    let delays = rt.block_on(async {
+        let mut delays = Vec::new();
+        for i in 0..15 {
+            // Every replica has the listing cached before the write.
+            for b in &bases {
+                newest_slug(&c, b).await;
+                newest_slug(&c, b).await;
+            }
+            let slug = format!("replicated-{i}");
+            let writer = &bases[i % 3];
+            let r = c
+                .post(format!("{writer}/api/articles"))
+                .bearer_auth(&key)
+                .json(&article(&slug))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            let acked = Instant::now();
+            for b in bases.iter().filter(|b| *b != writer) {
+                loop {
+                    if newest_slug(&c, b).await.is_some_and(|(s, _)| s == slug) {
+                        break;
+                    }
+                    assert!(
+                        acked.elapsed() < Duration::from_secs(2),
+                        "{b} still serves a listing without {slug} 2 s after the write was acknowledged"
+                    );
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                delays.push(acked.elapsed());
+            }
+        }
+        delays
+    });
+    let max = delays.iter().max().unwrap();
+    eprintln!(
+        "cross-replica staleness after an acknowledged write: max {:.1} ms over {} reads",
+        max.as_secs_f64() * 1000.0,
+        delays.len()
+    );
+
+    // 1,000 writes spread over the three, 16 at a time: nothing lost, nothing twice.
+    let next = Arc::new(AtomicU64::new(0));
+    let created = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (c, bases, key, next) = (c.clone(), bases.clone(), key.clone(), next.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut ok = 0u64;
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= 1000 {
+                        return ok;
+                    }
+                    let base = &bases[n as usize % 3];
+                    let r = c
+                        .post(format!("{base}/api/articles"))
+                        .bearer_auth(&key)
+                        .json(&article(&format!("bulk-{n}")))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 201, "write {n} through {base}");
+                    ok += 1;
+                }
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.unwrap();
+        }
+        total
+    });
+    assert_eq!(created, 1000);
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM articles WHERE slug LIKE 'bulk-%'"),
+        1000
+    );
+    assert_eq!(db.scalar("SELECT COUNT(DISTINCT slug) FROM articles"), 1015);
+    rt.block_on(async {
+        for b in &bases {
+            assert_eq!(
+                newest_slug(&c, b).await.unwrap().1,
+                1015,
+                "total through {b}"
+            );
+        }
+    });
+    drop(reps);
+}
+
+/// `(tick, replica)` rows of the scheduled backup job, oldest first.
+fn runs(db: &TestDb) -> Vec<(String, String)> {
+    db.rows("SELECT tick, replica FROM job_runs WHERE job = 'backup' ORDER BY tick")
+}
+
+#[test]
+fn a_scheduled_job_runs_once_per_tick_and_moves_when_its_replica_dies() {
+    let Some(db) = TestDb::create() else { return };
+    let extra = [
+        "--set",
+        "backup.schedule=*/2 * * * * *",
+        "--set",
+        "scheduler.leader_check_secs=1",
+        "--set",
+        "backup.verify_scheduled=false",
+    ];
+    let mut reps: Vec<Replica> = (0..3).map(|_| start(&db.url, &extra)).collect();
+    let first = wait_for("three ticks", Duration::from_secs(30), || {
+        let r = runs(&db);
+        (r.len() >= 3).then_some(r)
+    });
+    let leader = first[0].1.clone();
+    assert!(
+        first.iter().all(|(_, r)| *r == leader),
+        "one replica runs every tick: {first:?}"
+    );
+    // Every replica saw the ticks; only the leader acted on them.
+    let pid: u32 = leader.rsplit(':').next().unwrap().parse().unwrap();
+    let idx = reps
+        .iter()
+        .position(|r| r.server.child.id() == pid)
+        .expect("leader is one of ours");
+    for (i, r) in reps.iter().enumerate() {
+        let (_, body) = get(&format!("{}/health/detailed", r.server.backend)).unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let leads = v["checks"]["scheduler:role"][0]["observedValue"].as_bool();
+        assert_eq!(leads, Some(i == idx), "replica {i}: {body}");
+    }
+
+    let killed_at = Instant::now();
+    let dead = reps.remove(idx);
+    dead.server.signal(nix::sys::signal::Signal::SIGKILL);
+    let before = runs(&db).len();
+    let after = wait_for(
+        "another replica to take over",
+        Duration::from_secs(20),
+        || {
+            let r = runs(&db);
+            r.iter()
+                .skip(before)
+                .find(|(_, rep)| *rep != leader)
+                .cloned()
+        },
+    );
+    let took = killed_at.elapsed();
+    eprintln!(
+        "scheduler takeover after kill -9: {:.1} s (check every 1 s, tick every 2 s)",
+        took.as_secs_f64()
+    );
+    assert!(took < Duration::from_secs(10), "takeover took {took:?}");
+    // From the takeover on, one replica and consecutive ticks.
+    let later = wait_for("two more ticks", Duration::from_secs(20), || {
+        let r = runs(&db);
+        let pos = r.iter().position(|x| *x == after)?;
+        (r.len() >= pos + 3).then(|| r[pos..].to_vec())
+    });
+    assert!(later.iter().all(|(_, r)| *r == after.1), "{later:?}");
+    for w in later.windows(2) {
+        let t = |s: &str| {
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
+        };
+        assert_eq!(
+            t(&w[1].0) - t(&w[0].0),
+            time::Duration::seconds(2),
+            "a tick was skipped or doubled: {later:?}"
+        );
+    }
+    drop(dead);
+}
+
+#[test]
+fn a_rolling_restart_under_load_fails_no_request() {
+    let Some(db) = TestDb::create() else { return };
+    let extra = ["--set", "server.drain_secs=1"];
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut servers: Vec<Server> = dirs
+        .iter()
+        .map(|d| start_in(d.path(), &db.url, &extra))
+        .collect();
+    // A load balancer as Kubernetes runs one: send only to replicas whose
+    // readiness probe (polled every 100 ms) passes.
+    let pool: Arc<std::sync::Mutex<Vec<(String, bool)>>> = Arc::new(std::sync::Mutex::new(
+        servers.iter().map(|s| (s.backend.clone(), true)).collect(),
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let rt = runtime();
+    let prober = {
+        let (pool, stop) = (pool.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let urls: Vec<String> = pool
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|(u, _)| u.clone())
+                    .collect();
+                for u in urls {
+                    let ready = get(&format!("{u}/health/ready")).is_some_and(|(s, _)| s == 200);
+                    for e in pool.lock().unwrap().iter_mut().filter(|(x, _)| *x == u) {
+                        e.1 = ready;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load: Vec<_> = (0..8)
+        .map(|w| {
+            let (pool, stop, ok, failed) = (pool.clone(), stop.clone(), ok.clone(), failed.clone());
+            let c = client();
+            rt.spawn(async move {
+                let mut n = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let target = {
+                        let p = pool.lock().unwrap();
+                        let ready: Vec<&String> =
+                            p.iter().filter(|(_, r)| *r).map(|(u, _)| u).collect();
+                        if ready.is_empty() {
+                            None
+                        } else {
+                            Some(ready[(n + w) % ready.len()].clone())
+                        }
+                    };
+                    let Some(t) = target else {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    };
+                    let r = c
+                        .get(format!(
+                            "{t}/api/optimized/articles?limit=5&skip={}",
+                            n % 50
+                        ))
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                        Ok(r) => {
+                            eprintln!("{t}: {}", r.status());
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                        Err(e) => {
+                            eprintln!("{t}: {e}");
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    for i in 0..3 {
+        let old = servers[i].backend.clone();
+        servers[i].signal(nix::sys::signal::Signal::SIGTERM);
+        // Not ready at once, while still serving.
+        wait_for("readiness to turn 503", Duration::from_secs(1), || {
+            get(&format!("{old}/health/ready")).and_then(|(s, _)| (s == 503).then_some(()))
+        });
+        assert_eq!(servers[i].wait_exit(Duration::from_secs(20)), Some(0));
+        let new = start_in(dirs[i].path(), &db.url, &extra);
+        {
+            let mut p = pool.lock().unwrap();
+            p.retain(|(u, _)| *u != old);
+            p.push((new.backend.clone(), false));
+        }
+        wait_for(
+            "the new replica to be ready",
+            Duration::from_secs(20),
+            || {
+                pool.lock()
+                    .unwrap()
+                    .iter()
+                    .any(|(u, r)| *u == new.backend && *r)
+                    .then_some(())
+            },
+        );
+        servers[i] = new;
+    }
+    stop.store(true, Ordering::Relaxed);
+    rt.block_on(async {
+        for l in load {
+            l.await.unwrap();
+        }
+    });
+    prober.join().unwrap();
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!("rolling restart of 3 replicas: {ok} requests served, {failed} failed");
+    assert!(ok > 100, "load ran: {ok}");
+    assert_eq!(failed, 0);
+}
+
+#[test]
+fn unreachable_postgres_is_a_clear_error_without_the_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://aica:s3cretpw@127.0.0.1:{port}/aica");
+    let dir = tempfile::tempdir().unwrap();
+    let e = [("DATABASE_URL", url.as_str())];
+    let o = aica_env(dir.path(), &["doctor"], &e);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains(&format!("127.0.0.1:{port}")) && !out.contains("s3cretpw"),
+        "{out}"
+    );
+    let o = aica_env(
+        dir.path(),
+        &["serve", "--port", "0", "--console-port", "0"],
+        &e,
+    );
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains(&format!("127.0.0.1:{port}")), "{out}");
+    assert!(
+        !out.contains("s3cretpw") && !out.contains("panicked"),
+        "{out}"
+    );
+    let o = aica_env(dir.path(), &["config", "show"], &e);
+    let out = text(&o);
+    assert!(
+        out.contains("postgres at 127.0.0.1") && !out.contains("s3cretpw"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_database_with_a_newer_schema_is_refused() {
+    let Some(db) = TestDb::create() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let e = env(&db.url);
+    let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let o = aica_env(dir.path(), &["keys", "list"], &e);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    db.exec("INSERT INTO aica_schema (version, applied_at) VALUES (99, 'future')");
+    let o = aica_env(
+        dir.path(),
+        &["serve", "--port", "0", "--console-port", "0"],
+        &e,
+    );
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("schema is version 99"), "{out}");
+    let o = aica_env(dir.path(), &["doctor"], &e);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("newer than this aica supports"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn a_wrong_password_is_a_clear_error_with_the_password_redacted() {
+    let Some(pg) = OwnCluster::start("right-pw") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = pg.url("wrong-pw");
+    let e = [("DATABASE_URL", url.as_str())];
+    let o = aica_env(dir.path(), &["doctor"], &e);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(out.contains("password authentication failed"), "{out}");
+    assert!(
+        !out.contains("wrong-pw") && !out.contains("right-pw"),
+        "{out}"
+    );
+}
+
+#[test]
+fn postgres_restarted_while_serving_gives_503_then_recovers_by_itself() {
+    let Some(pg) = OwnCluster::start("pw") else {
+        return;
+    };
+    let mut r = start(&pg.url("pw"), &[]);
+    let base = r.server.backend.clone();
+    let fresh = |i: usize| format!("{base}/api/optimized/articles?limit=3&skip={i}");
+    assert_eq!(get(&fresh(0)).unwrap().0, 200);
+    pg.stop();
+    // Uncached reads (a new page each time) fail with 503 while the database is down.
+    let (status, body) = get(&fresh(1)).unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(get(&format!("{base}/health/ready")).unwrap().0, 503);
+    pg.restart();
+    let mut i = 2;
+    wait_for("reads to recover", Duration::from_secs(30), || {
+        i += 1;
+        (get(&fresh(i))?.0 == 200).then_some(())
+    });
+    assert_eq!(get(&format!("{base}/health/ready")).unwrap().0, 200);
+    wait_for(
+        "the change feed to come back",
+        Duration::from_secs(30),
+        || (detailed_check(&base, "cache:invalidation")? == "pass").then_some(()),
+    );
+    assert!(
+        r.server.child.try_wait().unwrap().is_none(),
+        "the replica kept running"
+    );
+    r.server.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(r.server.wait_exit(Duration::from_secs(20)), Some(0));
+    drop(r.dir);
+}
