@@ -30,6 +30,7 @@ pub enum RedisState {
 pub struct Counters {
     local: Mutex<HashMap<String, (u64, u64)>>,
     redis: Option<Redis>,
+    prefix: String,
 }
 
 struct Redis {
@@ -48,7 +49,8 @@ fn window_of(window: Duration) -> u64 {
 
 impl Counters {
     /// `redis_url` empty: local only. An invalid URL is refused by config validation.
-    pub fn new(redis_url: &str) -> Counters {
+    /// Every Redis key starts with `prefix`.
+    pub fn new(redis_url: &str, prefix: &str) -> Counters {
         let redis = (!redis_url.trim().is_empty())
             .then(|| redis::Client::open(redis_url.trim()).ok())
             .flatten()
@@ -68,6 +70,7 @@ impl Counters {
         Counters {
             local: Mutex::new(HashMap::new()),
             redis,
+            prefix: prefix.to_string(),
         }
     }
 
@@ -96,7 +99,9 @@ impl Counters {
     async fn op(&self, key: &str, window: Duration, add: bool) -> u64 {
         let w = window_of(window);
         if let Some(r) = &self.redis
-            && let Some(n) = r.op(key, w, window, add).await
+            && let Some(n) = r
+                .op(&format!("{}:{key}", self.prefix), w, window, add)
+                .await
         {
             return n;
         }
@@ -211,7 +216,7 @@ impl Redis {
     }
 
     async fn op(&self, key: &str, w: u64, window: Duration, add: bool) -> Option<u64> {
-        let k = format!("aica:{key}:{w}");
+        let k = format!("{key}:{w}");
         let ttl = window.as_secs().max(1) * 2;
         self.with_conn(|mut c| async move {
             if add {

@@ -127,6 +127,10 @@ pub const HELP: &[(&str, &str)] = &[
         "redis://[user:password@]host:port[/db] for state shared by replicas (failed-login throttling); empty: per replica. REDIS_URL sets it too.",
     ),
     (
+        "redis.key_prefix",
+        "Prefix of every Redis key aica writes, so deployments can share one Redis.",
+    ),
+    (
         "scheduler.leader_check_secs",
         "How often replicas check or take the scheduler lock: the longest a dead leader's jobs wait (1 to 300).",
     ),

@@ -30,11 +30,22 @@ pub struct Settings {
 }
 
 /// Redis, for per-client state that must be global across replicas.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisSettings {
     /// `redis://[user:password@]host:port[/db]`; empty: per-replica state only.
     pub url: String,
+    /// Prefix of every key aica writes, so deployments can share one Redis.
+    pub key_prefix: String,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings {
+            url: String::new(),
+            key_prefix: "aica".into(),
+        }
+    }
 }
 
 /// The scheduler inside `aica serve` (one across replicas on PostgreSQL).
@@ -374,6 +385,19 @@ impl Settings {
                 "redis.url",
                 redact_url(r),
                 "empty, or redis://[user:password@]host:port[/db]",
+            ));
+        }
+        let kp = &self.redis.key_prefix;
+        if kp.is_empty()
+            || kp.len() > 64
+            || !kp
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        {
+            return Err(invalid(
+                "redis.key_prefix",
+                kp,
+                "1 to 64 letters, digits, '-', '_', '.' or ':'",
             ));
         }
         if self.scheduler.leader_check_secs == 0 || self.scheduler.leader_check_secs > 300 {

@@ -93,7 +93,8 @@ impl AppState {
             Duration::from_secs(settings.cache.ttl_secs),
         );
         cache.spawn_upkeep();
-        let counters = crate::shared::Counters::new(&settings.redis.url);
+        let counters =
+            crate::shared::Counters::new(&settings.redis.url, &settings.redis.key_prefix);
         AppState(Arc::new(Shared {
             store,
             cache,

@@ -16,4 +16,5 @@ mod lifecycle;
 mod memory;
 mod pg;
 mod replicas;
+mod shared_state;
 mod slow_clients;
