@@ -5,7 +5,7 @@ TARGET_DIR := $(or $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev
 AICA  := $(TARGET_DIR)/release/aica
 ARGS  ?=
 
-.PHONY: help build up down restart status serve logs doctor config backup list-backups verify-backups restore restore-from backup-drill prune-backups test lint fmt bench-http bench-backup bench-rss
+.PHONY: help build up down restart status serve logs doctor config backup list-backups verify-backups restore restore-from backup-drill prune-backups test lint fmt deploy-check bench-http bench-backup bench-rss
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ lint: ## cargo fmt --check and clippy -D warnings
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
+
+deploy-check: ## Static checks of deploy/: promtool, kubernetes-validate, checkov, Dockerfile = make build
+	bash deploy/check.sh
 
 bench-http: ## HTTP benchmark against FastAPI and bare axum (needs wrk)
 	bash bench/http.sh
