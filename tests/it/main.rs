@@ -8,6 +8,7 @@ mod backup_safety;
 mod bad_input;
 mod common;
 mod contract;
+mod deploy;
 mod hardening;
 mod hardening_write;
 mod health_metrics;
