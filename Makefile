@@ -5,7 +5,7 @@ TARGET_DIR := $(or $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev
 AICA  := $(TARGET_DIR)/release/aica
 ARGS  ?=
 
-.PHONY: help build up down restart status serve logs doctor config backup list-backups verify-backups restore restore-from backup-drill prune-backups test lint fmt deploy-check bench-http bench-backup bench-rss
+.PHONY: help build up down restart status serve logs doctor config backup list-backups verify-backups restore restore-from backup-drill prune-backups test lint fmt deploy-check bench-http bench-backup bench-rss bench-stores
 
 help: ## List targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -78,6 +78,9 @@ deploy-check: ## Static checks of deploy/: promtool, kubernetes-validate, checko
 
 bench-http: ## HTTP benchmark against FastAPI and bare axum (needs wrk)
 	bash bench/http.sh
+
+bench-stores: ## SQLite vs PostgreSQL vs three replicas: cold reads and 16 writers (needs wrk, PostgreSQL)
+	bash bench/stores.sh
 
 bench-rss: ## RSS under 16 concurrent clients of distinct reads (make bench-rss ARGS="64 20")
 	bash bench/rss.sh $(ARGS)

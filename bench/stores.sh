@@ -38,17 +38,19 @@ psql -q "$PG_ADMIN" -c "CREATE DATABASE $DB" >/dev/null
 
 wait_http() { for _ in $(seq 1 300); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "not answering: $1" >&2; return 1; }
 
-# start NAME [env...] -> prints the backend URL; the server runs in $WORK/NAME
+# start NAME [env...] -> sets URL to the backend; the server runs in $WORK/NAME
+# (not in a command substitution: PIDS must reach stop_all)
 start() {
   local name=$1; shift
   mkdir -p "$WORK/$name"
-  env "$@" "$AICA_BIN" --dir "$WORK/$name" serve --port 0 --console-port 0 --set backup.schedule= >/dev/null 2>&1 &
+  env "$@" "$AICA_BIN" --dir "$WORK/$name" serve --port 0 --console-port 0 --set backup.schedule= >"$WORK/$name.out" 2>&1 &
   PIDS+=("$!")
   for _ in $(seq 1 600); do [ -f "$WORK/$name/run/aica.pid" ] && break; sleep 0.1; done
+  [ -f "$WORK/$name/run/aica.pid" ] || { echo "aica ($name) did not start:" >&2; cat "$WORK/$name.out" >&2; return 1; }
   local url
   url="http://$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["backend"])' "$WORK/$name/run/aica.pid")"
   wait_http "$url/health/ready"
-  echo "$url"
+  URL=$url
 }
 
 stop_all() {
@@ -67,7 +69,7 @@ key() {
 # rps URL SCRIPT CONNS -> requests per second (non-2xx are reported on stderr)
 rps() {
   local out
-  out=$(AICA_BENCH_RUN="$RANDOM$RANDOM" wrk -t1 -c"$3" -d"$DUR" -s "$2" "$1")
+  out=$(BENCH_RUN="$RANDOM$RANDOM" wrk -t1 -c"$3" -d"$DUR" -s "$2" "$1")
   awk '/Non-2xx|Socket errors/' <<<"$out" | sed "s|^|   wrk ($1): |" >&2
   awk '/^Requests\/sec:/ {print $2}' <<<"$out"
 }
@@ -89,28 +91,34 @@ rps3() {
 
 export COLD_MAX_SKIP=5000
 
-echo "== SQLite (one process)" >&2
-export AICA_BENCH_KEY
-AICA_BENCH_KEY=$(key "$WORK/sqlite")
-S_URL=$(start sqlite)
-s_cold=$(rps "$S_URL" bench/cold.lua "$CONNS")
-s_write=$(rps "$S_URL" bench/write.lua "$WRITERS")
-stop_all
+# Reads first on every configuration, then writes: the writes add thousands of
+# rows that PostgreSQL's counts read from the heap until autovacuum marks them
+# all-visible, which would handicap whichever configuration reads after them.
+export BENCH_KEY
+BENCH_KEY=$(key "$WORK/sqlite")
+PG_KEY=$(key "$WORK/pg-setup" DATABASE_URL="$PG_URL")
+psql -q "$PG_URL" -c "VACUUM ANALYZE" >/dev/null
 
-echo "== PostgreSQL (one replica)" >&2
-AICA_BENCH_KEY=$(key "$WORK/pg-setup" DATABASE_URL="$PG_URL")
-P_URL=$(start pg1 DATABASE_URL="$PG_URL")
-p_cold=$(rps "$P_URL" bench/cold.lua "$CONNS")
-p_write=$(rps "$P_URL" bench/write.lua "$WRITERS")
-stop_all
+echo "== reads: SQLite (one process)" >&2
+start sqlite; s_cold=$(rps "$URL" bench/cold.lua "$CONNS"); stop_all
+echo "== reads: PostgreSQL (one replica)" >&2
+start pg1 DATABASE_URL="$PG_URL"; p_cold=$(rps "$URL" bench/cold.lua "$CONNS"); stop_all
+echo "== reads: PostgreSQL (three replicas)" >&2
+start r1 DATABASE_URL="$PG_URL" AICA_DATABASE_POOL_SIZE=4; R1=$URL
+start r2 DATABASE_URL="$PG_URL" AICA_DATABASE_POOL_SIZE=4; R2=$URL
+start r3 DATABASE_URL="$PG_URL" AICA_DATABASE_POOL_SIZE=4; R3=$URL
+r_cold=$(rps3 bench/cold.lua "$CONNS" "$R1" "$R2" "$R3"); stop_all
 
-echo "== PostgreSQL (three replicas)" >&2
-R1=$(start r1 DATABASE_URL="$PG_URL" AICA_DATABASE_POOL_SIZE=4)
-R2=$(start r2 DATABASE_URL="$PG_URL" AICA_DATABASE_POOL_SIZE=4)
-R3=$(start r3 DATABASE_URL="$PG_URL" AICA_DATABASE_POOL_SIZE=4)
-r_cold=$(rps3 bench/cold.lua "$CONNS" "$R1" "$R2" "$R3")
-r_write=$(rps3 bench/write.lua "$WRITERS" "$R1" "$R2" "$R3")
-stop_all
+echo "== writes: SQLite" >&2
+start sqlite; s_write=$(rps "$URL" bench/write.lua "$WRITERS"); stop_all
+BENCH_KEY=$PG_KEY
+echo "== writes: PostgreSQL (one replica)" >&2
+start pg1 DATABASE_URL="$PG_URL"; p_write=$(rps "$URL" bench/write.lua "$WRITERS"); stop_all
+echo "== writes: PostgreSQL (three replicas)" >&2
+start r1 DATABASE_URL="$PG_URL" AICA_DATABASE_POOL_SIZE=4; R1=$URL
+start r2 DATABASE_URL="$PG_URL" AICA_DATABASE_POOL_SIZE=4; R2=$URL
+start r3 DATABASE_URL="$PG_URL" AICA_DATABASE_POOL_SIZE=4; R3=$URL
+r_write=$(rps3 bench/write.lua "$WRITERS" "$R1" "$R2" "$R3"); stop_all
 
 python3 - "$s_cold" "$s_write" "$p_cold" "$p_write" "$r_cold" "$r_write" "$DUR" "$CONNS" "$WRITERS" <<'PY'
 import sys

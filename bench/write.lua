@@ -1,7 +1,7 @@
 -- wrk script: every request creates a new article (a unique slug per thread
--- and request) with the editor key in AICA_BENCH_KEY.
-local key = os.getenv("AICA_BENCH_KEY") or ""
-local run = os.getenv("AICA_BENCH_RUN") or "r"
+-- and request) with the editor key in BENCH_KEY.
+local key = os.getenv("BENCH_KEY") or ""
+local run = os.getenv("BENCH_RUN") or "r"
 local counter = 0
 local id = 0
 

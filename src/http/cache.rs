@@ -74,6 +74,9 @@ pub struct ReadCache(Arc<Inner>);
 
 struct Inner {
     cache: Option<Cache<(u64, String), Cached>>,
+    /// Listing totals per filter (without paging), under the same generation
+    /// rule: every page of one filter shares its count.
+    totals: Option<Cache<(u64, String), i64>>,
     max_entries: u64,
     /// Bytes inserted since the allocator was last asked to return free memory.
     churn: AtomicU64,
@@ -98,8 +101,15 @@ impl ReadCache {
                 .time_to_live(ttl)
                 .build()
         });
+        let totals = cache.is_some().then(|| {
+            Cache::builder()
+                .max_capacity(max_entries.min(10_000))
+                .time_to_live(ttl)
+                .build()
+        });
         ReadCache(Arc::new(Inner {
             cache,
+            totals,
             max_entries,
             churn: AtomicU64::new(0),
             generation: AtomicU64::new(0),
@@ -198,6 +208,26 @@ impl ReadCache {
             .unwrap_or(0)
     }
 
+    /// The cached total of the listing `key` (a filter without paging), if
+    /// computed in the current generation.
+    pub fn total(&self, key: &str) -> Option<i64> {
+        if self.bypassed() {
+            return None;
+        }
+        let t = self.0.totals.as_ref()?;
+        t.get(&(self.generation(), key.to_string()))
+    }
+
+    /// Remember a listing total computed in `generation_at_start`.
+    pub fn put_total(&self, generation_at_start: u64, key: String, total: i64) {
+        if self.bypassed() {
+            return;
+        }
+        if let Some(t) = &self.0.totals {
+            t.insert((generation_at_start, key), total);
+        }
+    }
+
     /// Serve nothing from the cache (and keep nothing) while `on`; turning it
     /// on or off also drops what is cached.
     pub fn set_bypass(&self, on: bool) {
@@ -214,6 +244,9 @@ impl ReadCache {
         self.0.generation.fetch_add(1, Ordering::AcqRel);
         if let Some(c) = &self.0.cache {
             c.invalidate_all();
+        }
+        if let Some(t) = &self.0.totals {
+            t.invalidate_all();
         }
     }
 

@@ -117,6 +117,7 @@ impl Query {
         Ok(Paging {
             skip: self.int("skip", 0, 0, MAX_SKIP)?,
             limit: self.int("limit", 20, 1, MAX_LIMIT)?,
+            known_total: None,
         })
     }
 }
@@ -184,7 +185,8 @@ mod tests {
             article_filter(Some("limit=100&skip=5")).unwrap().paging,
             Paging {
                 skip: 5,
-                limit: 100
+                limit: 100,
+                known_total: None
             }
         );
         assert!(msg(article_filter(Some("limit=0"))).contains("1 to 100"));

@@ -118,11 +118,18 @@ pub struct NewsletterInput {
 pub struct Paging {
     pub skip: i64,
     pub limit: i64,
+    /// The listing's total when the caller already knows it for this filter
+    /// (the read cache keeps totals per filter): the store skips its count.
+    pub known_total: Option<i64>,
 }
 
 impl Default for Paging {
     fn default() -> Self {
-        Paging { skip: 0, limit: 20 }
+        Paging {
+            skip: 0,
+            limit: 20,
+            known_total: None,
+        }
     }
 }
 

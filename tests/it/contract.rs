@@ -164,7 +164,11 @@ fn article_listings_filter_order_and_page(s: &dyn ContentStore) {
         let out = s.create_article(&a).unwrap();
         inputs.push((out.meta.id, a));
     }
-    let p = |skip, limit| Paging { skip, limit };
+    let p = |skip, limit| Paging {
+        skip,
+        limit,
+        known_total: None,
+    };
     let some = |x: &str| Some(x.to_string());
     let filters = vec![
         ArticleFilter {
@@ -282,6 +286,7 @@ fn trend_and_newsletter_listings(s: &dyn ContentStore) {
             paging: Paging {
                 skip: 0,
                 limit: 100,
+                known_total: None,
             },
             ..Default::default()
         })
@@ -311,6 +316,7 @@ fn trend_and_newsletter_listings(s: &dyn ContentStore) {
         paging: Paging {
             skip: 0,
             limit: 100,
+            known_total: None,
         },
         name: Some("Bun".into()),
         from: Some("2026-01-12T00:00:00Z".into()),
@@ -325,7 +331,11 @@ fn trend_and_newsletter_listings(s: &dyn ContentStore) {
             .all(|t| t.name == "Bun" && t.score.is_finite())
     );
     let f = TrendFilter {
-        paging: Paging { skip: 1, limit: 1 },
+        paging: Paging {
+            skip: 1,
+            limit: 1,
+            known_total: None,
+        },
         category: Some("language".into()),
         ..Default::default()
     };
@@ -348,7 +358,11 @@ fn trend_and_newsletter_listings(s: &dyn ContentStore) {
         )
     };
     let all = NewsletterFilter {
-        paging: Paging { skip: 0, limit: 10 },
+        paging: Paging {
+            skip: 0,
+            limit: 10,
+            known_total: None,
+        },
         ..Default::default()
     };
     assert_eq!(
@@ -543,6 +557,7 @@ fn concurrent_writers_lose_and_duplicate_nothing(s: &dyn ContentStore) {
             paging: Paging {
                 skip: 0,
                 limit: 1000,
+                known_total: None,
             },
             ..Default::default()
         })
@@ -620,7 +635,11 @@ async fn both_stores_answer_alike() {
         for status in [None, Some("draft"), Some("archived")] {
             for tag in [None, Some("t1"), Some("comma,tag ✓")] {
                 let f = ArticleFilter {
-                    paging: Paging { skip: 2, limit: 7 },
+                    paging: Paging {
+                        skip: 2,
+                        limit: 7,
+                        known_total: None,
+                    },
                     status: status.map(String::from),
                     tag: tag.map(String::from),
                     ..Default::default()

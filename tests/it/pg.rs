@@ -69,48 +69,40 @@ impl TestDb {
         Some(TestDb { url, name })
     }
 
+    /// Run `f` with a connection to this test's database.
+    fn with_client<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(
+            tokio_postgres::Client,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>
+        + Send
+        + 'static,
+    ) -> T {
+        let u = self.url.clone();
+        on_own_runtime(move || Box::pin(async move { f(admin(u).await.unwrap()).await }))
+    }
+
     /// Run SQL on this test's database.
     pub fn exec(&self, sql: &str) {
-        let (u, sql) = (self.url.clone(), sql.to_string());
-        on_own_runtime(move || {
-            Box::pin(async move {
-                admin(u).await.unwrap().batch_execute(&sql).await.unwrap();
-            })
-        })
+        let sql = sql.to_string();
+        self.with_client(move |c| Box::pin(async move { c.batch_execute(&sql).await.unwrap() }))
     }
 
     /// First column of the first row of `sql`, as i64.
     pub fn scalar(&self, sql: &str) -> i64 {
-        let (u, sql) = (self.url.clone(), sql.to_string());
-        on_own_runtime(move || {
-            Box::pin(async move {
-                admin(u)
-                    .await
-                    .unwrap()
-                    .query_one(&sql, &[])
-                    .await
-                    .unwrap()
-                    .get::<_, i64>(0)
-            })
+        let sql = sql.to_string();
+        self.with_client(move |c| {
+            Box::pin(async move { c.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0) })
         })
     }
-}
 
-impl TestDb {
     /// Rows of two text columns.
     pub fn rows(&self, sql: &str) -> Vec<(String, String)> {
-        let (u, sql) = (self.url.clone(), sql.to_string());
-        on_own_runtime(move || {
+        let sql = sql.to_string();
+        self.with_client(move |c| {
             Box::pin(async move {
-                admin(u)
-                    .await
-                    .unwrap()
-                    .query(&sql, &[])
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
-                    .collect()
+                let rows = c.query(&sql, &[]).await.unwrap();
+                rows.iter().map(|r| (r.get(0), r.get(1))).collect()
             })
         })
     }

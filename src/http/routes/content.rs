@@ -2,7 +2,7 @@
 
 use crate::http::cache::Cached;
 use crate::http::{AppState, params};
-use crate::store::{ContentStore, valid_slug};
+use crate::store::{ContentStore, Page, Paging, valid_slug};
 use crate::web::error::ApiError;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
@@ -33,14 +33,49 @@ where
     Ok(c.respond(headers))
 }
 
+/// A listing: its page from the cache, or computed with the filter's total
+/// from the totals cache when another page of the same filter counted it.
+async fn listing<F, T>(
+    st: &AppState,
+    headers: &HeaderMap,
+    kind: &str,
+    mut f: F,
+    paging: impl Fn(&mut F) -> &mut Paging + Send + 'static,
+    list: impl FnOnce(&dyn ContentStore, &F) -> crate::store::Result<Page<T>> + Send + 'static,
+) -> Result<Response, ApiError>
+where
+    F: std::fmt::Debug + Clone + Send + 'static,
+    T: Serialize + Send + 'static,
+{
+    let key = format!("{kind}:{f:?}");
+    let mut unpaged = f.clone();
+    *paging(&mut unpaged) = Paging::default();
+    let total_key = format!("{kind}:{unpaged:?}");
+    paging(&mut f).known_total = st.cache.total(&total_key);
+    let (cache, generation_at_start) = (st.cache.clone(), st.cache.generation());
+    cached(st, headers, key, move |s| {
+        let page = list(s, &f)?;
+        cache.put_total(generation_at_start, total_key, page.total);
+        Ok(Some(page))
+    })
+    .await
+}
+
 pub async fn articles(
     State(st): State<AppState>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let f = params::article_filter(q.as_deref())?;
-    let key = format!("articles:{f:?}");
-    cached(&st, &headers, key, move |s| Ok(Some(s.list_articles(&f)?))).await
+    listing(
+        &st,
+        &headers,
+        "articles",
+        f,
+        |f| &mut f.paging,
+        |s, f| s.list_articles(f),
+    )
+    .await
 }
 
 pub async fn trends(
@@ -49,8 +84,15 @@ pub async fn trends(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let f = params::trend_filter(q.as_deref())?;
-    let key = format!("trends:{f:?}");
-    cached(&st, &headers, key, move |s| Ok(Some(s.list_trends(&f)?))).await
+    listing(
+        &st,
+        &headers,
+        "trends",
+        f,
+        |f| &mut f.paging,
+        |s, f| s.list_trends(f),
+    )
+    .await
 }
 
 pub async fn newsletters(
@@ -59,10 +101,14 @@ pub async fn newsletters(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let f = params::newsletter_filter(q.as_deref())?;
-    let key = format!("newsletters:{f:?}");
-    cached(&st, &headers, key, move |s| {
-        Ok(Some(s.list_newsletters(&f)?))
-    })
+    listing(
+        &st,
+        &headers,
+        "newsletters",
+        f,
+        |f| &mut f.paging,
+        |s, f| s.list_newsletters(f),
+    )
     .await
 }
 

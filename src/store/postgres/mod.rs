@@ -227,7 +227,10 @@ impl KeyStore for PgStore {
         self.run("keys", |c| async move { keys::create(&c, k).await })
     }
     fn find_key(&self, hash: &str) -> Result<Option<ApiKey>> {
-        self.run("keys", |c| async move { keys::find(&c, hash).await })
+        self.run(
+            "keys",
+            |mut c| async move { keys::find(&mut c, hash).await },
+        )
     }
     fn list_keys(&self) -> Result<Vec<ApiKey>> {
         self.run("keys", |c| async move { keys::list(&c).await })
@@ -236,7 +239,9 @@ impl KeyStore for PgStore {
         self.run("keys", |c| async move { keys::revoke(&c, name).await })
     }
     fn audit(&self, e: &AuditEntry) -> Result<()> {
-        self.run("audit", |c| async move { keys::audit(&c, e).await })
+        self.run("audit", |mut c| async move {
+            keys::audit_relaxed(&mut c, e).await
+        })
     }
     fn audit_aggregated(&self, e: &AuditEntry) -> Result<()> {
         self.run("audit", |mut c| async move {

@@ -50,16 +50,29 @@ impl Where {
             .iter()
             .map(|v| v as &(dyn ToSql + Sync))
             .collect();
-        let count = c
-            .prepare_cached(&format!("SELECT COUNT(*) FROM {from}{wh}"))
-            .await
-            .map_err(err)?;
-        let total: i64 = c.query_one(&count, &params).await.map_err(err)?.get(0);
+        let total: i64 = match paging.known_total {
+            Some(t) => t,
+            None => {
+                let count = c
+                    .prepare_cached(&format!("SELECT COUNT(*) FROM {from}{wh}"))
+                    .await
+                    .map_err(err)?;
+                c.query_one(&count, &params).await.map_err(err)?.get(0)
+            }
+        };
         let n = params.len();
         params.push(&paging.limit);
         params.push(&paging.skip);
+        // The page is cut first, on ids alone (an index-only scan), and the
+        // rows and their select list (the tags' subquery) are read for the
+        // page only: PostgreSQL would otherwise read every row OFFSET skips
+        // and compute its select list (measured at offset 3,000: 14 ms, now
+        // 3 ms). Counting in the same scan (`COUNT(*) OVER ()`) was measured
+        // slower than a separate count: it defeats the LIMIT.
+        let alias = from.rsplit(' ').next().unwrap_or(from);
         let sql = format!(
-            "SELECT {select} FROM {from}{wh} ORDER BY {order} LIMIT ${} OFFSET ${}",
+            "SELECT {select} FROM {from} JOIN (SELECT {alias}.id AS page_id FROM {from}{wh} \
+             ORDER BY {order} LIMIT ${} OFFSET ${}) page ON {alias}.id = page.page_id ORDER BY {order}",
             n + 1,
             n + 2
         );
@@ -177,29 +190,53 @@ pub async fn notify_change(tx: &impl GenericClient, origin: &str) -> Result<()> 
     Ok(())
 }
 
+/// One statement, so one round trip and one commit: the row, its tags and the
+/// change notification (delivered at commit); the answer is built from what
+/// the statement wrote (tags as stored: distinct, in order).
 pub async fn create_article(
     c: &mut deadpool_postgres::Client,
     i: &ArticleInput,
     origin: &str,
 ) -> Result<Article> {
-    let tx = c.transaction().await.map_err(err)?;
-    let ts = now();
-    let id: i64 = tx
-        .query_one(
-            "INSERT INTO articles (slug, title, summary, body, author, category, status, published_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
-            &[&i.slug, &i.title, &i.summary, &i.body, &i.author, &i.category, &i.status, &i.published_at, &ts],
+    let stmt = c
+        .prepare_cached(
+            "WITH ins AS (INSERT INTO articles (slug, title, summary, body, author, category, status, published_at, created_at, updated_at) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING *), \
+             tags AS (INSERT INTO article_tags (article_id, tag) SELECT DISTINCT ins.id, t FROM ins, unnest($10::text[]) AS t \
+               ON CONFLICT DO NOTHING), \
+             note AS (SELECT pg_notify($11, $12)) \
+             SELECT a.id, a.slug, a.title, a.summary, a.author, a.category, \
+               ARRAY(SELECT DISTINCT t COLLATE \"C\" FROM unnest($10::text[]) AS t ORDER BY 1), \
+               a.status, a.published_at, a.updated_at, a.body, a.created_at \
+             FROM ins a CROSS JOIN (SELECT COUNT(*) FROM note) n",
         )
         .await
-        .map_err(|e| unique_violation(e, &format!("an article with slug {:?}", i.slug)))?
-        .get(0);
-    write_tags(&tx, id, &i.tags).await?;
-    let out = get_article(&tx, &i.slug).await?.ok_or_else(|| {
-        StoreError::Internal("inserted article not readable in its transaction".into())
-    })?;
-    notify_change(&tx, origin).await?;
-    tx.commit().await.map_err(err)?;
-    Ok(out)
+        .map_err(err)?;
+    let row = c
+        .query_one(
+            &stmt,
+            &[
+                &i.slug,
+                &i.title,
+                &i.summary,
+                &i.body,
+                &i.author,
+                &i.category,
+                &i.status,
+                &i.published_at,
+                &now(),
+                &i.tags,
+                &super::coord::CHANGES_CHANNEL,
+                &origin,
+            ],
+        )
+        .await
+        .map_err(|e| unique_violation(e, &format!("an article with slug {:?}", i.slug)))?;
+    Ok(Article {
+        meta: article_summary(&row)?,
+        body: get(&row, 10)?,
+        created_at: get(&row, 11)?,
+    })
 }
 
 pub async fn update_article(
@@ -302,28 +339,42 @@ async fn get_trend(c: &impl GenericClient, id: i64) -> Result<Option<Trend>> {
         .transpose()
 }
 
+/// One statement: the row and the change notification (see [`create_article`]).
 pub async fn create_trend(
     c: &mut deadpool_postgres::Client,
     i: &TrendInput,
     origin: &str,
 ) -> Result<Trend> {
-    let tx = c.transaction().await.map_err(err)?;
-    let ts = now();
-    let id: i64 = tx
+    let stmt = c
+        .prepare_cached(&format!(
+            "WITH ins AS (INSERT INTO trends (name, category, period, score, growth_pct, mentions, summary, created_at, updated_at) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING *), \
+             note AS (SELECT pg_notify($9, $10)) \
+             SELECT {TREND_COLS} FROM ins CROSS JOIN (SELECT COUNT(*) FROM note) n"
+        ))
+        .await
+        .map_err(err)?;
+    let row = c
         .query_one(
-            "INSERT INTO trends (name, category, period, score, growth_pct, mentions, summary, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING id",
-            &[&i.name, &i.category, &i.period, &i.score, &i.growth_pct, &i.mentions, &i.summary, &ts],
+            &stmt,
+            &[
+                &i.name,
+                &i.category,
+                &i.period,
+                &i.score,
+                &i.growth_pct,
+                &i.mentions,
+                &i.summary,
+                &now(),
+                &super::coord::CHANGES_CHANNEL,
+                &origin,
+            ],
         )
         .await
-        .map_err(|e| unique_violation(e, &format!("a trend {:?} for period {}", i.name, i.period)))?
-        .get(0);
-    let out = get_trend(&tx, id).await?.ok_or_else(|| {
-        StoreError::Internal("inserted trend not readable in its transaction".into())
-    })?;
-    notify_change(&tx, origin).await?;
-    tx.commit().await.map_err(err)?;
-    Ok(out)
+        .map_err(|e| {
+            unique_violation(e, &format!("a trend {:?} for period {}", i.name, i.period))
+        })?;
+    trend(&row)
 }
 
 pub async fn update_trend(
@@ -400,28 +451,40 @@ async fn get_newsletter(c: &impl GenericClient, id: i64) -> Result<Option<Newsle
         .transpose()
 }
 
+/// One statement: the row and the change notification (see [`create_article`]).
 pub async fn create_newsletter(
     c: &mut deadpool_postgres::Client,
     i: &NewsletterInput,
     origin: &str,
 ) -> Result<Newsletter> {
-    let tx = c.transaction().await.map_err(err)?;
-    let ts = now();
-    let id: i64 = tx
+    let stmt = c
+        .prepare_cached(&format!(
+            "WITH ins AS (INSERT INTO newsletters (slug, title, body, status, issued_at, recipients, open_rate, created_at, updated_at) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING *), \
+             note AS (SELECT pg_notify($9, $10)) \
+             SELECT {NEWSLETTER_COLS} FROM ins CROSS JOIN (SELECT COUNT(*) FROM note) n"
+        ))
+        .await
+        .map_err(err)?;
+    let row = c
         .query_one(
-            "INSERT INTO newsletters (slug, title, body, status, issued_at, recipients, open_rate, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING id",
-            &[&i.slug, &i.title, &i.body, &i.status, &i.issued_at, &i.recipients, &i.open_rate, &ts],
+            &stmt,
+            &[
+                &i.slug,
+                &i.title,
+                &i.body,
+                &i.status,
+                &i.issued_at,
+                &i.recipients,
+                &i.open_rate,
+                &now(),
+                &super::coord::CHANGES_CHANNEL,
+                &origin,
+            ],
         )
         .await
-        .map_err(|e| unique_violation(e, &format!("a newsletter with slug {:?}", i.slug)))?
-        .get(0);
-    let out = get_newsletter(&tx, id).await?.ok_or_else(|| {
-        StoreError::Internal("inserted newsletter not readable in its transaction".into())
-    })?;
-    notify_change(&tx, origin).await?;
-    tx.commit().await.map_err(err)?;
-    Ok(out)
+        .map_err(|e| unique_violation(e, &format!("a newsletter with slug {:?}", i.slug)))?;
+    newsletter(&row)
 }
 
 pub async fn update_newsletter(
@@ -466,7 +529,11 @@ async fn status_counts(c: &impl GenericClient, table: &str) -> Result<StatusCoun
 }
 
 pub async fn dashboard(c: &impl GenericClient) -> Result<Dashboard> {
-    let five = Paging { skip: 0, limit: 5 };
+    let five = Paging {
+        skip: 0,
+        limit: 5,
+        known_total: None,
+    };
     let latest_period: Option<String> = c
         .query_one("SELECT MAX(period) FROM trends", &[])
         .await
@@ -632,6 +699,11 @@ pub async fn seed_if_empty(
     .await
     .map_err(err)?;
     tx.commit().await.map_err(err)?;
+    // Planner statistics and the visibility map for the fresh rows (autovacuum
+    // would get there later; until then counts read every heap page).
+    c.batch_execute("VACUUM (ANALYZE) articles, article_tags, trends, newsletters")
+        .await
+        .map_err(err)?;
     tracing::info!(
         articles = d.articles.len(),
         newsletters = d.newsletters.len(),

@@ -45,9 +45,12 @@ impl Where {
         map: impl Fn(&Row) -> rusqlite::Result<T>,
     ) -> Result<Page<T>> {
         let wh = self.sql();
-        let total: i64 = c
-            .prepare_cached(&format!("SELECT COUNT(*) FROM {from}{wh}"))?
-            .query_row(params_from_iter(self.values.iter()), |r| r.get(0))?;
+        let total: i64 = match paging.known_total {
+            Some(t) => t,
+            None => c
+                .prepare_cached(&format!("SELECT COUNT(*) FROM {from}{wh}"))?
+                .query_row(params_from_iter(self.values.iter()), |r| r.get(0))?,
+        };
         let n = self.values.len();
         self.values.push(Value::Integer(paging.limit));
         self.values.push(Value::Integer(paging.skip));
@@ -371,7 +374,11 @@ fn status_counts(c: &Connection, table: &str) -> Result<StatusCounts> {
 }
 
 pub fn dashboard(c: &mut Connection) -> Result<Dashboard> {
-    let five = Paging { skip: 0, limit: 5 };
+    let five = Paging {
+        skip: 0,
+        limit: 5,
+        known_total: None,
+    };
     let latest_period: Option<String> =
         c.query_row("SELECT MAX(period) FROM trends", [], |r| r.get(0))?;
     Ok(Dashboard {
