@@ -86,29 +86,30 @@ impl Counters {
         self.redis.as_ref().map(|r| r.where_.as_str())
     }
 
-    /// Add one to `key`'s count in the current `window`; returns the count.
+    /// Add one to `key`'s count in the current `window` and return the new
+    /// count, atomically: concurrent callers each see a different count.
     pub async fn hit(&self, key: &str, window: Duration) -> u64 {
-        self.op(key, window, true).await
+        self.op(key, window, 1).await
     }
 
     /// `key`'s count in the current `window`.
     pub async fn count(&self, key: &str, window: Duration) -> u64 {
-        self.op(key, window, false).await
+        self.op(key, window, 0).await
     }
 
-    async fn op(&self, key: &str, window: Duration, add: bool) -> u64 {
+    async fn op(&self, key: &str, window: Duration, delta: i64) -> u64 {
         let w = window_of(window);
         if let Some(r) = &self.redis
             && let Some(n) = r
-                .op(&format!("{}:{key}", self.prefix), w, window, add)
+                .op(&format!("{}:{key}", self.prefix), w, window, delta)
                 .await
         {
             return n;
         }
-        self.local_op(key, w, add)
+        self.local_op(key, w, delta)
     }
 
-    fn local_op(&self, key: &str, w: u64, add: bool) -> u64 {
+    fn local_op(&self, key: &str, w: u64, delta: i64) -> u64 {
         let mut m = self.local.lock().unwrap_or_else(|p| p.into_inner());
         if m.len() >= LOCAL_MAX_KEYS && !m.contains_key(key) {
             m.retain(|_, (win, _)| *win == w);
@@ -120,9 +121,7 @@ impl Counters {
         if e.0 != w {
             *e = (w, 0);
         }
-        if add {
-            e.1 += 1;
-        }
+        e.1 = e.1.saturating_add_signed(delta);
         e.1
     }
 
@@ -215,22 +214,22 @@ impl Redis {
         }
     }
 
-    async fn op(&self, key: &str, w: u64, window: Duration, add: bool) -> Option<u64> {
+    async fn op(&self, key: &str, w: u64, window: Duration, delta: i64) -> Option<u64> {
         let k = format!("{key}:{w}");
         let ttl = window.as_secs().max(1) * 2;
         self.with_conn(|mut c| async move {
-            if add {
-                let (n,): (u64,) = redis::pipe()
+            if delta != 0 {
+                let (n,): (i64,) = redis::pipe()
                     .atomic()
-                    .incr(&k, 1u64)
+                    .incr(&k, delta)
                     .expire(&k, ttl as i64)
                     .ignore()
                     .query_async(&mut c)
                     .await?;
-                Ok(n)
+                Ok(n.max(0) as u64)
             } else {
-                let n: Option<u64> = redis::cmd("GET").arg(&k).query_async(&mut c).await?;
-                Ok(n.unwrap_or(0))
+                let n: Option<i64> = redis::cmd("GET").arg(&k).query_async(&mut c).await?;
+                Ok(n.unwrap_or(0).max(0) as u64)
             }
         })
         .await

@@ -192,6 +192,12 @@ impl BackupLock {
     }
 
     fn sweep(&self, l: &Loaded) {
+        // Scratch databases of dead operations of this machine (PostgreSQL).
+        if let Some(url) = &self.server
+            && let Err(e) = super::pg::sweep(url)
+        {
+            tracing::warn!(error = %e, "could not look for scratch databases left by interrupted operations");
+        }
         for d in debris(l) {
             let res = if d.path.is_dir() {
                 std::fs::remove_dir_all(&d.path)

@@ -35,9 +35,17 @@ fn config(url: &str) -> Result<tokio_postgres::Config> {
     Ok(c)
 }
 
-/// Run `f` on the runtime this blocking thread belongs to.
+/// Run `f` on the runtime this blocking thread belongs to (or, outside any
+/// runtime, on a small one of its own).
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Handle::current().block_on(f)
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => h.block_on(f),
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime builds")
+            .block_on(f),
+    }
 }
 
 async fn connect(c: &tokio_postgres::Config) -> Result<tokio_postgres::Client> {
@@ -348,9 +356,12 @@ impl Drop for Scratch {
                 .ok()?;
             rt.block_on(async {
                 let c = connect(&cfg).await.ok()?;
-                c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                    .await
-                    .ok()
+                c.batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    quote(&name)
+                ))
+                .await
+                .ok()
             })
         })
         .join();
@@ -376,10 +387,11 @@ pub fn restore_into_scratch(
     cancel: &super::Cancel,
 ) -> Result<Scratch> {
     let cfg = config(url)?;
-    let name = format!("{prefix}_{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+    let admin = admin_config(&cfg, cfg.get_dbname().unwrap_or("postgres"));
+    let name = scratch_name(prefix);
     let server_version = block_on(async {
-        let c = connect(&cfg).await?;
-        c.batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        let c = connect(&admin).await?;
+        c.batch_execute(&format!("CREATE DATABASE {}", quote(&name)))
             .await
             .map_err(|e| {
                 refused(format!(
@@ -394,7 +406,7 @@ pub fn restore_into_scratch(
         Ok::<_, BackupError>(v)
     })?;
     let scratch = Scratch {
-        server: cfg.clone(),
+        server: admin,
         url: url_for(url, &name)?,
         name: name.clone(),
         keep: false,
@@ -432,17 +444,71 @@ pub fn restore_into_scratch(
     Ok(scratch)
 }
 
-/// Other aica processes connected to the database of `url`: `(count, where from)`.
-pub fn connected_replicas(url: &str) -> Result<(i64, String)> {
+/// What a PostgreSQL restore did.
+#[derive(Debug, Clone)]
+pub struct Swapped {
+    /// The live database's name (now holding the restored data).
+    pub database: String,
+    /// The name the replaced database was kept under (`None`: there was none).
+    pub previous: Option<String>,
+}
+
+fn quote(n: &str) -> String {
+    format!("\"{}\"", n.replace('"', "\"\""))
+}
+
+/// The maintenance connection of the server of `cfg` (not its database, which
+/// is renamed while we are connected).
+fn admin_config(cfg: &tokio_postgres::Config, live: &str) -> tokio_postgres::Config {
+    let mut admin = cfg.clone();
+    admin.dbname(if live == "postgres" {
+        "template1"
+    } else {
+        "postgres"
+    });
+    admin
+}
+
+/// Held for the whole of a restore: one restore per database at a time,
+/// whichever machine or directory it runs from (a session advisory lock on
+/// the server, released when this is dropped or the process dies).
+pub struct RestoreGuard {
+    _client: tokio_postgres::Client,
+}
+
+pub fn restore_guard(url: &str) -> Result<RestoreGuard> {
     let cfg = config(url)?;
+    let live = cfg.get_dbname().unwrap_or("postgres").to_string();
     block_on(async {
-        let c = connect(&cfg).await?;
+        let c = connect(&admin_config(&cfg, &live)).await?;
+        let got: bool = c
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtext('aica restore ' || $1))",
+                &[&live],
+            )
+            .await
+            .map_err(pg_err("restore lock"))?
+            .get(0);
+        if !got {
+            return Err(refused(format!(
+                "another restore of database {live:?} is running (from this or another machine); wait for it to finish"
+            )));
+        }
+        Ok(RestoreGuard { _client: c })
+    })
+}
+
+/// Sessions other than ours on the database of `url`: `(count, their application names)`.
+pub fn connected_sessions(url: &str) -> Result<(i64, String)> {
+    let cfg = config(url)?;
+    let live = cfg.get_dbname().unwrap_or("postgres").to_string();
+    block_on(async {
+        let c = connect(&admin_config(&cfg, &live)).await?;
         let r = c
             .query_one(
-                "SELECT COUNT(*), COALESCE(string_agg(DISTINCT COALESCE(client_addr::text, 'local'), ', '), '') \
-                 FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'aica' \
-                 AND pid <> pg_backend_pid()",
-                &[],
+                "SELECT COUNT(*), COALESCE(string_agg(DISTINCT COALESCE(NULLIF(application_name, ''), '?') || '@' || COALESCE(client_addr::text, 'local'), ', '), '') \
+                 FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&live],
             )
             .await
             .map_err(pg_err("list sessions"))?;
@@ -450,20 +516,14 @@ pub fn connected_replicas(url: &str) -> Result<(i64, String)> {
     })
 }
 
-/// What a PostgreSQL restore did.
-#[derive(Debug, Clone)]
-pub struct Swapped {
-    /// The live database's name (now holding the restored data).
-    pub database: String,
-    /// The name the replaced database was kept under.
-    pub previous: String,
-}
-
-/// Make `restored` the live database of `url`: in one transaction on the
-/// maintenance database, rename the live one aside and the restored one into
-/// its name. With `disconnect`, aica replicas' sessions are ended first (they
-/// reconnect to the restored data by name). On failure, nothing is renamed and
-/// the error says exactly what to switch by hand.
+/// Make `restored` the live database of `url`. In one transaction on the
+/// maintenance database, the live one is renamed to `<db>_before_<time>` and
+/// the restored one into its name (a missing live database is simply
+/// created by the rename). Before that, new connections to the live database
+/// are refused (its connection limit set to 0) and, with `disconnect`, every
+/// other session is ended, so nothing writes to the old data after the switch:
+/// its safety dump, taken after, holds every acknowledged write. On failure
+/// nothing is renamed and the error says exactly what to switch by hand.
 pub fn swap(url: &str, restored: Scratch, disconnect: bool) -> Result<Swapped> {
     let cfg = config(url)?;
     let live = cfg
@@ -474,53 +534,175 @@ pub fn swap(url: &str, restored: Scratch, disconnect: bool) -> Result<Swapped> {
         .replace([':', '-'], "")
         .to_lowercase();
     let previous = format!("{live}_before_{stamp}");
-    let mut admin = cfg.clone();
-    admin.dbname(if live == "postgres" {
-        "template1"
-    } else {
-        "postgres"
-    });
     let restored_name = restored.name.clone();
     let res = block_on(async {
-        let c = connect(&admin).await?;
-        if disconnect {
-            c.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+        let c = connect(&admin_config(&cfg, &live)).await?;
+        let limit: Option<i32> = c
+            .query_opt(
+                "SELECT datconnlimit FROM pg_database WHERE datname = $1",
                 &[&live],
             )
             .await
-            .map_err(pg_err("end sessions"))?;
-        }
-        let q = |n: &str| format!("\"{}\"", n.replace('"', "\"\""));
+            .map_err(pg_err("look up the live database"))?
+            .map(|r| r.get(0));
+        let Some(limit) = limit else {
+            // Nothing to replace (a new server): the restored database takes the name.
+            c.batch_execute(&format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                quote(&restored_name),
+                quote(&live)
+            ))
+            .await
+            .map_err(pg_err("rename the restored database"))?;
+            return Ok(None);
+        };
         c.batch_execute(&format!(
-            "BEGIN; ALTER DATABASE {} RENAME TO {}; ALTER DATABASE {} RENAME TO {}; COMMIT;",
-            q(&live),
-            q(&previous),
-            q(&restored_name),
-            q(&live)
+            "ALTER DATABASE {} CONNECTION LIMIT 0",
+            quote(&live)
         ))
         .await
-        .map_err(|e| {
-            refused(format!(
-                "the restored data is complete in database {restored_name:?}, but the switch failed: {e}.\nTry: stop every replica (kubectl scale deployment aica-sys-backend --replicas=0, or docker compose stop backend), then in psql on the server: ALTER DATABASE \"{live}\" RENAME TO \"{previous}\"; ALTER DATABASE \"{restored_name}\" RENAME TO \"{live}\";  (or point DATABASE_URL at {restored_name:?})"
+        .map_err(pg_err("stop new connections"))?;
+        let mut last = String::new();
+        for _ in 0..5 {
+            if disconnect {
+                c.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    &[&live],
+                )
+                .await
+                .map_err(pg_err("end sessions"))?;
+            }
+            let switched = c
+                .batch_execute(&format!(
+                    "BEGIN; ALTER DATABASE {} RENAME TO {}; ALTER DATABASE {} RENAME TO {}; \
+                     ALTER DATABASE {} CONNECTION LIMIT {limit}; COMMIT;",
+                    quote(&live),
+                    quote(&previous),
+                    quote(&restored_name),
+                    quote(&live),
+                    quote(&previous),
+                ))
+                .await;
+            match switched {
+                Ok(()) => return Ok(Some(previous.clone())),
+                Err(e) => {
+                    let _ = c.batch_execute("ROLLBACK").await;
+                    last = crate::store::postgres::message(&e);
+                    if !disconnect {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = c
+            .batch_execute(&format!(
+                "ALTER DATABASE {} CONNECTION LIMIT {limit}",
+                quote(&live)
             ))
-        })
+            .await;
+        Err(refused(format!(
+            "the restored data is complete in database {restored_name:?}, but the switch failed: {last}.\nTry: stop every session on {live:?} (kubectl scale deployment aica-sys-backend --replicas=0, or docker compose stop backend), then in psql on the server: ALTER DATABASE {} RENAME TO {}; ALTER DATABASE {} RENAME TO {};  (or point DATABASE_URL at {restored_name:?})",
+            quote(&live),
+            quote(&previous),
+            quote(&restored_name),
+            quote(&live)
+        )))
     });
-    match res {
-        Ok(()) => {
-            restored.keep();
-            Ok(Swapped {
-                database: live,
-                previous,
-            })
-        }
-        Err(e) => {
-            // Keep the restored data for the manual switch the error describes.
-            restored.keep();
-            Err(e)
-        }
+    // Kept either way: live now, or for the manual switch the error describes.
+    restored.keep();
+    res.map(|previous| Swapped {
+        database: live,
+        previous,
+    })
+}
+
+/// Name of a scratch database: `<prefix>_<pid>_<host>_<random>`, so a later
+/// backup operation on the same machine can tell an orphan (its process is
+/// gone) from one in use.
+fn scratch_name(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}_{:06x}",
+        std::process::id(),
+        host_id(),
+        rand::random::<u32>() & 0xff_ffff
+    )
+}
+
+fn host_id() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    blake3::hash(host.as_bytes()).to_hex()[..8].to_string()
+}
+
+/// Databases an interrupted operation left on the server, and restores' kept
+/// copies: `(name, bytes, orphan of a dead process on this machine)`.
+pub fn leftovers(url: &str) -> Result<Vec<(String, i64, bool)>> {
+    let cfg = config(url)?;
+    let live = cfg.get_dbname().unwrap_or("postgres").to_string();
+    let rows = block_on(async {
+        let c = connect(&admin_config(&cfg, &live)).await?;
+        c.query(
+            "SELECT datname::text, pg_database_size(datname) FROM pg_database \
+             WHERE datname LIKE 'aica\\_verify\\_%' OR datname LIKE $1 ORDER BY 1",
+            &[&format!("{}\\_before\\_%", live.replace('_', "\\_"))],
+        )
+        .await
+        .map_err(pg_err("list databases"))
+    })?;
+    let me = host_id();
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let name: String = r.get(0);
+            let orphan = name
+                .strip_prefix("aica_verify_")
+                .and_then(|rest| {
+                    let mut parts = rest.split('_');
+                    let pid: i32 = parts.next()?.parse().ok()?;
+                    let host = parts.next()?;
+                    Some(host == me && !pid_alive(pid))
+                })
+                .unwrap_or(false);
+            (name, r.get(1), orphan)
+        })
+        .collect())
+}
+
+fn pid_alive(pid: i32) -> bool {
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+/// Drop the scratch databases of dead processes of this machine; returns their names.
+pub fn sweep(url: &str) -> Result<Vec<String>> {
+    let orphans: Vec<String> = leftovers(url)?
+        .into_iter()
+        .filter(|(_, _, orphan)| *orphan)
+        .map(|(n, _, _)| n)
+        .collect();
+    if orphans.is_empty() {
+        return Ok(orphans);
     }
+    let cfg = config(url)?;
+    let live = cfg.get_dbname().unwrap_or("postgres").to_string();
+    block_on(async {
+        let c = connect(&admin_config(&cfg, &live)).await?;
+        for n in &orphans {
+            c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                quote(n)
+            ))
+            .await
+            .map_err(pg_err("drop a scratch database"))?;
+            tracing::warn!(database = %n, "dropped the scratch database of an interrupted backup operation");
+        }
+        Ok(orphans)
+    })
 }
 
 #[cfg(test)]

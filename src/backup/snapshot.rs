@@ -298,7 +298,16 @@ pub(crate) struct DbFacts {
 }
 
 fn open_archive(l: &Loaded, tmp_path: &Path) -> Result<ArchiveWriter> {
-    let file = File::create(tmp_path).map_err(io(format!("create {}", tmp_path.display())))?;
+    // Owner-only: an archive holds all the data and the API keys' hashes.
+    let file = std::os::unix::fs::OpenOptionsExt::mode(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true),
+        0o600,
+    )
+    .open(tmp_path)
+    .map_err(io(format!("create {}", tmp_path.display())))?;
     let out = Hashing {
         inner: BufWriter::with_capacity(1 << 20, file),
         hasher: blake3::Hasher::new(),

@@ -176,12 +176,16 @@ fn create(l: &Loaded, note: Option<String>, verify: bool) -> anyhow::Result<u8> 
     };
     let c = backup::snapshot::create(&lock, l, &opts).map_err(fail)?;
     let b = c.info;
-    println!(
-        "created {} ({}, {:.1}x smaller than the database)",
-        b.name,
-        mib(b.size),
-        b.ratio()
-    );
+    if b.ratio() > 0.0 {
+        println!(
+            "created {} ({}, {:.1}x smaller than the database)",
+            b.name,
+            mib(b.size),
+            b.ratio()
+        );
+    } else {
+        println!("created {} ({})", b.name, mib(b.size));
+    }
     if let Some(e) = c.mirror_error {
         eprintln!(
             "warning: the local backup is complete, but its copy to the mirror failed: {e}\nTry: check that backup.mirror_dir is a writable directory on another volume (mounted, with free space), then 'aica backup create' again"

@@ -1,6 +1,7 @@
 //! `aica backup restore` of a PostgreSQL backup: verify by restoring into a
-//! fresh database, take a safety dump of the live one, then switch names in
-//! one transaction (or say exactly what to switch).
+//! fresh database, switch names in one transaction (or say exactly what to
+//! switch), then dump the replaced database, which nothing can write any more,
+//! as the safety snapshot.
 
 use super::backup::{RestoreArgs, confirm, fail};
 use super::{Failed, usage};
@@ -22,7 +23,12 @@ pub(super) fn restore(
         ));
     }
     let where_ = crate::store::Backend::Postgres(url.into()).describe();
-    let (replicas, from) = backup::pg::connected_replicas(url).map_err(fail)?;
+    let _one_at_a_time = if a.dry_run {
+        None
+    } else {
+        Some(backup::pg::restore_guard(url).map_err(fail)?)
+    };
+    let (replicas, from) = backup::pg::connected_sessions(url).map_err(fail)?;
     if a.dry_run {
         let v = backup::verify::verify(lock, b, &Cancel::default()).map_err(fail)?;
         println!(
@@ -34,7 +40,7 @@ pub(super) fn restore(
         }
         if replicas > 0 {
             println!(
-                "note: {replicas} aica sessions are connected (from {from}); the restore will refuse unless they are stopped or --disconnect-replicas is given"
+                "note: {replicas} sessions are connected ({from}); the restore will refuse unless they are stopped or --disconnect-replicas is given"
             );
         }
         return Ok(0);
@@ -43,7 +49,7 @@ pub(super) fn restore(
         return Err(Failed(
             1,
             format!(
-                "error: {replicas} aica sessions are connected to {where_} (from {from}): replicas are serving it.\nTry: stop them first (kubectl scale deployment aica-sys-backend --replicas=0, docker compose stop backend, or aica down), or add --disconnect-replicas to end their sessions at the switch (they reconnect to the restored data)"
+                "error: {replicas} sessions are connected to {where_} ({from}): replicas are serving it.\nTry: stop them first (kubectl scale deployment aica-sys-backend --replicas=0, docker compose stop backend, or aica down), or add --disconnect-replicas to end their sessions at the switch (they reconnect to the restored data)"
             ),
         )
         .into());
@@ -72,27 +78,38 @@ pub(super) fn restore(
         .scratch
         .take()
         .ok_or_else(|| anyhow::anyhow!("verification kept no restored database"))?;
-    // 2. A safety dump of what is about to be replaced.
-    let safety = backup::snapshot::create(
-        lock,
-        l,
-        &backup::snapshot::CreateOptions {
-            kind: Kind::Safety,
-            note: Some(format!("before restoring {}", b.name)),
-            progress: false,
-            cancel: Cancel::default(),
-        },
-    )
-    .map_err(|e| {
-        anyhow::anyhow!("the safety dump of the live database failed, so nothing was replaced: {e}")
-    })?;
-    // 3. The switch.
+    // 2. The switch: nothing writes to the old data after it.
     let swapped = backup::pg::swap(url, fresh, a.disconnect_replicas).map_err(fail)?;
     println!("restored {} into {where_}", b.name);
-    println!(
-        "the previous database is kept as database {:?} and as safety dump {}",
-        swapped.previous, safety.info.name
-    );
+    // 3. The replaced database, kept under its new name, dumped as the safety snapshot.
+    if let Some(previous) = &swapped.previous {
+        let old = url::Url::parse(url)
+            .map(|mut u| {
+                u.set_path(&format!("/{previous}"));
+                u.to_string()
+            })
+            .unwrap_or_default();
+        let safety = backup::snapshot::create_locked(
+            lock,
+            l,
+            &crate::store::Backend::Postgres(old),
+            &backup::snapshot::CreateOptions {
+                kind: Kind::Safety,
+                note: Some(format!("before restoring {}", b.name)),
+                progress: false,
+                cancel: Cancel::default(),
+            },
+        );
+        match safety {
+            Ok(s) => println!(
+                "the previous database is kept as database {previous:?} and as safety dump {}",
+                s.info.name
+            ),
+            Err(e) => eprintln!(
+                "warning: the previous data is intact in database {previous:?}, but its safety dump failed: {e}\nTry: aica backup create (with DATABASE_URL naming {previous:?}) before dropping it"
+            ),
+        }
+    }
     for (t, n) in &v.manifest.tables {
         println!("  {t:<14} {n} rows");
     }

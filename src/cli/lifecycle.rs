@@ -277,7 +277,7 @@ pub async fn status(g: &Global, a: &StatusArgs) -> anyhow::Result<u8> {
             "process": info,
             "uptime": info.as_ref().map(uptime),
             "health": health.map(|(_, b)| b),
-            "database": loaded.paths.db,
+            "database": loaded.paths.backend.describe(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(code);
@@ -310,7 +310,7 @@ pub async fn status(g: &Global, a: &StatusArgs) -> anyhow::Result<u8> {
                     &format!("stale (pid {pid} is gone); 'aica up' cleans it"),
                 ]);
             }
-            t.add_row(vec!["database", &loaded.paths.db.display().to_string()]);
+            t.add_row(vec!["database", &loaded.paths.backend.describe()]);
             t.add_row(vec!["start", "make up  (or aica up)"]);
         }
     }

@@ -316,6 +316,13 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
             secrets.push(pw.to_string());
         }
     }
+    if let Some(pw) = settings
+        .postgres_url()
+        .and_then(crate::store::postgres::url_password)
+        .filter(|p| !p.is_empty())
+    {
+        secrets.push(pw);
+    }
     let paths = Paths::resolve(&settings, &opts.dir);
     if let Some((key, value, allowed)) = overlapping(&settings, &paths) {
         return Err(ConfigError::Invalid {

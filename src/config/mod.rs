@@ -373,10 +373,28 @@ impl Settings {
             ));
         }
         if let Some(url) = self.postgres_url() {
-            if let Err(e) = crate::store::postgres::parse_url(url) {
-                return Err(invalid("database.url", redact_url(url), &e.to_string()));
+            if let Err(e) = crate::store::postgres::check_url(url) {
+                return Err(invalid("database.url", redact_url(url), &e));
             }
         } else {
+            let raw = self.database.url.trim();
+            // libpq's `host=… password=… dbname=…` form would otherwise be taken
+            // for a file name (and the password would end up in a path).
+            let conninfo = raw.split_whitespace().any(|w| {
+                w.split_once('=').is_some_and(|(k, _)| {
+                    [
+                        "host", "hostaddr", "port", "dbname", "user", "password", "sslmode",
+                    ]
+                    .contains(&k)
+                })
+            });
+            if conninfo {
+                return Err(invalid(
+                    "database.url",
+                    "(hidden: it may hold a password)",
+                    "a URL: postgres://user:password@host:port/db (the key=value connection string form is not accepted), or sqlite://PATH",
+                ));
+            }
             self.sqlite_path_raw()?;
         }
         let r = self.redis.url.trim();

@@ -92,7 +92,15 @@ pub async fn require(
     let token = bearer(headers);
     let limit = st.settings.server.auth_failures_per_minute as u64;
     let throttle_key = format!("authfail:{client}");
-    if limit > 0 && token.is_some() && st.counters.count(&throttle_key, MINUTE).await >= limit {
+    // Once a client's wrong keys in this minute reach the limit, its requests
+    // with a key are refused before the key is looked at. Wrong keys are
+    // counted after the check, so a client's valid traffic, however
+    // concurrent, is never charged; a burst of wrong keys already in flight
+    // when the limit is reached is still answered 401 (at most
+    // server.max_connections_per_ip per replica; API keys are 192-bit random,
+    // so this bounds noise, not guessing).
+    let counted = limit > 0 && token.is_some();
+    if counted && st.counters.count(&throttle_key, MINUTE).await >= limit {
         let retry = 60 - crate::util::unix_now() % 60;
         return Err(ApiError::too_many_requests(
             format!(
@@ -134,10 +142,7 @@ pub async fn require(
         Ok(Actor { name: key.name, client })
     })
     .await?;
-    if limit > 0
-        && let Err(e) = &res
-        && e.message == WRONG_KEY
-    {
+    if counted && matches!(&res, Err(e) if e.message == WRONG_KEY) {
         st.counters.hit(&throttle_key, MINUTE).await;
     }
     res

@@ -99,6 +99,11 @@ pub fn run(l: &Loaded) -> Vec<Check> {
         crate::store::Backend::Sqlite(db) => database(db),
         crate::store::Backend::Postgres(url) => postgres(url),
     });
+    if let crate::store::Backend::Postgres(url) = &l.paths.backend
+        && let Ok(found) = crate::backup::pg::leftovers(url)
+    {
+        out.push(postgres_leftovers(&found));
+    }
     out.push(backup_debris(l));
     out.push(interrupted_restore(l));
     out.push(disk(
@@ -237,6 +242,44 @@ fn postgres(url: &str) -> Check {
             Some("check database.url and the server's log".into()),
         ),
     }
+}
+
+/// Scratch databases of interrupted backup operations, and the databases
+/// restores renamed aside: full copies of the data that only a person may drop.
+fn postgres_leftovers(found: &[(String, i64, bool)]) -> Check {
+    if found.is_empty() {
+        return check(
+            "database copies",
+            Level::Pass,
+            "no scratch or replaced databases on the server",
+            None,
+        );
+    }
+    let total: i64 = found.iter().map(|(_, b, _)| b).sum();
+    let names: Vec<String> = found
+        .iter()
+        .map(|(n, b, orphan)| {
+            format!(
+                "{n} ({:.0} MiB{})",
+                *b as f64 / 1_048_576.0,
+                if *orphan { ", orphan" } else { "" }
+            )
+        })
+        .collect();
+    check(
+        "database copies",
+        Level::Warn,
+        format!(
+            "{} copies on the server take {:.0} MiB: {}",
+            found.len(),
+            total as f64 / 1_048_576.0,
+            names.join(", ")
+        ),
+        Some(
+            "orphans (scratch of dead operations) go with the next 'aica backup tidy'; a <db>_before_<time> copy kept by a restore: DROP DATABASE it once you no longer need it"
+                .into(),
+        ),
+    )
 }
 
 fn database(db: &Path) -> Check {

@@ -141,3 +141,59 @@ fn a_postgres_backup_is_refused_by_a_sqlite_install_with_the_fix() {
     assert_ne!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("needs the server"), "{}", text(&o));
 }
+
+/// This machine's host id as aica writes it into scratch database names.
+fn host_id() -> String {
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    blake3::hash(host.as_bytes()).to_hex()[..8].to_string()
+}
+
+#[test]
+fn scratch_databases_of_dead_operations_are_reported_and_swept() {
+    let Some(db) = TestDb::create() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut dead = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    // What a `kill -9` during verify leaves: a scratch database of a dead pid.
+    let orphan = format!("aica_verify_{dead_pid}_{}_abcdef", host_id());
+    // And one of a live process (this test): never touched.
+    let alive = format!("aica_verify_{}_{}_fedcba", std::process::id(), host_id());
+    db.exec(&format!("CREATE DATABASE {orphan}"));
+    db.exec(&format!("CREATE DATABASE {alive}"));
+    let (code, out) = run(d, &db, &["doctor"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&orphan) && out.contains("orphan"), "{out}");
+    let (code, out) = run(d, &db, &["backup", "tidy"]);
+    assert_eq!(code, 0, "{out}");
+    let left = db.scalar(&format!(
+        "SELECT COUNT(*) FROM pg_database WHERE datname = '{orphan}'"
+    ));
+    let kept = db.scalar(&format!(
+        "SELECT COUNT(*) FROM pg_database WHERE datname = '{alive}'"
+    ));
+    db.exec(&format!("DROP DATABASE {alive}"));
+    assert_eq!((left, kept), (0, 1));
+}
+
+#[test]
+fn a_restore_onto_a_server_without_the_database_creates_it() {
+    let Some(db) = TestDb::create() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (code, out) = run(
+        d,
+        &db,
+        &["keys", "create", "--role", "admin", "--name", "ops"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let articles = db.scalar("SELECT COUNT(*) FROM articles");
+    let (code, out) = run(d, &db, &["backup", "create"]);
+    assert_eq!(code, 0, "{out}");
+    // Disaster: the database is gone.
+    db.drop_database();
+    let (code, out) = run(d, &db, &["backup", "restore", "--latest", "--yes"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM articles"), articles);
+}

@@ -96,6 +96,19 @@ impl TestDb {
         })
     }
 
+    /// Drop the database now (a disaster); the name is still cleaned up after.
+    pub fn drop_database(&self) {
+        let (u, n) = (admin_url(), self.name.clone());
+        on_own_runtime(move || {
+            Box::pin(async move {
+                let c = admin(u).await.unwrap();
+                c.batch_execute(&format!("DROP DATABASE {n} WITH (FORCE)"))
+                    .await
+                    .unwrap();
+            })
+        })
+    }
+
     /// Rows of two text columns.
     pub fn rows(&self, sql: &str) -> Vec<(String, String)> {
         let sql = sql.to_string();

@@ -514,3 +514,131 @@ fn postgres_restarted_while_serving_gives_503_then_recovers_by_itself() {
     assert_eq!(r.server.wait_exit(Duration::from_secs(20)), Some(0));
     drop(r.dir);
 }
+
+#[test]
+fn a_libpq_key_value_string_is_refused_not_taken_for_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = [(
+        "DATABASE_URL",
+        "host=127.0.0.1 port=5432 user=postgres password=kvsecret dbname=app",
+    )];
+    for args in [
+        &["doctor"][..],
+        &["serve", "--port", "0", "--console-port", "0"],
+        &["config", "show"],
+    ] {
+        let o = aica_env(dir.path(), args, &e);
+        let out = text(&o);
+        // doctor reports it as its failing `config` check (exit 1); the others are usage errors.
+        let want = if args[0] == "doctor" { 1 } else { 2 };
+        assert_eq!(o.status.code(), Some(want), "{args:?}: {out}");
+        assert!(
+            out.contains("postgres://user:password@host:port/db"),
+            "{out}"
+        );
+        assert!(!out.contains("kvsecret"), "{out}");
+    }
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains("kvsecret")), "{names:?}");
+}
+
+#[test]
+fn a_row_locked_by_a_stuck_session_costs_a_write_5_s_not_the_replica() {
+    let Some(db) = TestDb::create() else { return };
+    let key = editor_key(&db.url);
+    let r = start(&db.url, &[]);
+    let base = r.server.backend.clone();
+    let rt = runtime();
+    let c = client();
+    rt.block_on(async {
+        let s = c
+            .post(format!("{base}/api/articles"))
+            .bearer_auth(&key)
+            .json(&article("locked"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(s, 201);
+    });
+    // Another session holds the row, as a stopped replica mid-transaction would.
+    let (holder, conn) = rt
+        .block_on(tokio_postgres::connect(&db.url, tokio_postgres::NoTls))
+        .unwrap();
+    rt.spawn(conn);
+    rt.block_on(
+        holder.batch_execute("BEGIN; SELECT * FROM articles WHERE slug = 'locked' FOR UPDATE"),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let status = rt.block_on(async {
+        c.put(format!("{base}/api/articles/locked"))
+            .bearer_auth(&key)
+            .json(&article("locked"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    let took = started.elapsed();
+    assert_eq!(status, 503);
+    assert!(
+        took < Duration::from_secs(10),
+        "the lock wait took {took:?}"
+    );
+    // Meanwhile the replica answers everything else.
+    assert_eq!(get(&format!("{base}/health/ready")).unwrap().0, 200);
+    assert_eq!(
+        get(&format!("{base}/api/optimized/articles?limit=2"))
+            .unwrap()
+            .0,
+        200
+    );
+    drop(holder);
+}
+
+#[test]
+fn a_stopped_scheduler_leader_loses_the_schedule_to_another_replica() {
+    let Some(db) = TestDb::create() else { return };
+    let extra = [
+        "--set",
+        "backup.schedule=*/2 * * * * *",
+        "--set",
+        "scheduler.leader_check_secs=1",
+        "--set",
+        "backup.verify_scheduled=false",
+    ];
+    let reps: Vec<Replica> = (0..2).map(|_| start(&db.url, &extra)).collect();
+    let first = wait_for("a tick", Duration::from_secs(30), || {
+        runs(&db).first().cloned()
+    });
+    let pid: u32 = first.1.rsplit(':').next().unwrap().parse().unwrap();
+    let leader = reps
+        .iter()
+        .find(|r| r.server.child.id() == pid)
+        .expect("one of ours");
+    // SIGSTOP: the process keeps its database session (and the kernel its TCP
+    // connection), so only the server's idle-session timeout frees the lock.
+    leader.server.signal(nix::sys::signal::Signal::SIGSTOP);
+    let stopped_at = Instant::now();
+    let before = runs(&db).len();
+    let other = wait_for(
+        "another replica to run a tick",
+        Duration::from_secs(30),
+        || {
+            runs(&db)
+                .into_iter()
+                .skip(before)
+                .find(|(_, r)| *r != first.1)
+        },
+    );
+    eprintln!(
+        "takeover from a stopped leader: {:.1} s",
+        stopped_at.elapsed().as_secs_f64()
+    );
+    leader.server.signal(nix::sys::signal::Signal::SIGCONT);
+    assert_ne!(other.1, first.1);
+}

@@ -122,3 +122,50 @@ async fn without_redis_counts_are_per_replica_with_a_failing_check_and_no_500() 
     assert_eq!(write_with(&other, &key).await, 201);
     drop(editor);
 }
+
+/// Wrong keys sent in parallel: the limit holds from the moment the count
+/// reaches it; what was already in flight is answered 401.
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_wrong_keys_are_bounded_by_the_limit_plus_what_was_in_flight() {
+    early_in_a_minute().await;
+    let app = TestApp::start_with(&["server.auth_failures_per_minute=5"]).await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let (c, url) = (app.client.clone(), app.url.clone());
+        tasks.push(tokio::spawn(async move {
+            c.post(format!("{url}/api/articles"))
+                .bearer_auth(format!("aica_wrong_{i}"))
+                .json(&article())
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.unwrap());
+    }
+    assert!(codes.iter().all(|c| *c == 401 || *c == 429), "{codes:?}");
+    // Afterwards every request with a key is refused for the rest of the minute.
+    assert_eq!(write_with(&app, "aica_wrong_x").await, 429);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn valid_keys_are_not_charged_against_the_limit() {
+    early_in_a_minute().await;
+    let app = TestApp::start_with(&["server.auth_failures_per_minute=2"]).await;
+    let key = app.key("ok", "editor");
+    for i in 0..5 {
+        let mut a = article();
+        a["slug"] = json!(format!("ok-{i}"));
+        let r = app
+            .send(Method::POST, "/api/articles", Some(&key), Some(&a))
+            .await;
+        assert_eq!(r.status(), 201);
+    }
+    assert_eq!(write_with(&app, "aica_wrong_1").await, 401);
+    assert_eq!(write_with(&app, "aica_wrong_2").await, 401);
+    assert_eq!(write_with(&app, "aica_wrong_3").await, 429);
+}

@@ -188,6 +188,7 @@ pub async fn detailed(State(st): State<AppState>) -> Response {
                 json!({"componentType": "datastore", "observedValue": value, "checkedAt": q.at, "durationMs": q.took_ms}),
             );
         }
+        None if st.store.file_maintenance().is_none() => {}
         None => r.add(
             Check::warn(
                 "database:integrity",

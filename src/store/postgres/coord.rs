@@ -10,6 +10,10 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 /// The channel writes notify on (inside their transaction, so delivery follows commit).
 pub const CHANGES_CHANNEL: &str = "aica_changes";
+/// How often the listening connection proves it is alive, and how long it may
+/// take: the longest a silently dead feed can leave a stale answer cached.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
 /// Key of the scheduler's advisory lock ("aica" + 2).
 pub const SCHEDULER_LOCK: i64 = 0x6169_6361_0002;
 
@@ -118,16 +122,42 @@ impl Coordination {
             driver.abort();
             return Ok(());
         }
-        while let Some(payload) = rx.recv().await {
-            if payload.split(' ').next() == Some(self.replica.as_str()) {
-                continue;
-            }
-            let ev = ChangeEvent::Changed {
-                delay: delay_since(&payload),
-            };
-            if events.send(ev).await.is_err() {
-                driver.abort();
-                return Ok(());
+        // A connection can die silently (a firewall dropping idle flows): a
+        // round trip every HEARTBEAT, answered within HEARTBEAT, proves it
+        // alive; otherwise the feed is lost and the cache bypassed.
+        let mut beat = tokio::time::interval(HEARTBEAT);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                payload = rx.recv() => {
+                    let Some(payload) = payload else { break };
+                    if payload.split(' ').next() == Some(self.replica.as_str()) {
+                        continue;
+                    }
+                    let ev = ChangeEvent::Changed {
+                        delay: delay_since(&payload),
+                    };
+                    if events.send(ev).await.is_err() {
+                        driver.abort();
+                        return Ok(());
+                    }
+                }
+                _ = beat.tick() => {
+                    match tokio::time::timeout(HEARTBEAT, client.simple_query("SELECT 1")).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            driver.abort();
+                            return Err(format!("heartbeat failed: {}", super::message(&e)));
+                        }
+                        Err(_) => {
+                            driver.abort();
+                            return Err(format!(
+                                "no heartbeat answer within {} ms",
+                                HEARTBEAT.as_millis()
+                            ));
+                        }
+                    }
+                }
             }
         }
         drop(client);
@@ -167,6 +197,15 @@ impl Coordination {
             .map_err(|e| format!("cannot connect: {}", super::message(&e)))?;
         let driver = tokio::spawn(conn);
         *attempt = 0;
+        // A leader that stops answering (SIGSTOP, a hung host) must lose the
+        // lock: the server ends a session idle for three checks (PostgreSQL 14+).
+        let idle_ms = (every * 3).as_millis().max(3000);
+        if let Err(e) = client
+            .batch_execute(&format!("SET idle_session_timeout = {idle_ms}"))
+            .await
+        {
+            tracing::warn!(error = %super::message(&e), "cannot bound the scheduler session's idle time; a hung leader keeps the lock until its connection dies");
+        }
         let res = async {
             loop {
                 if leader.is_closed() {
@@ -181,7 +220,7 @@ impl Coordination {
                         .await
                         .map(|r| r.get::<_, bool>(0))
                 };
-                let held = held.map_err(|e| e.to_string())?;
+                let held = held.map_err(|e| super::message(&e))?;
                 if held != *leader.borrow() {
                     tracing::info!(leader = held, "scheduler leadership changed");
                 }

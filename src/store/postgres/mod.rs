@@ -98,6 +98,38 @@ pub fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
     })
 }
 
+/// Check a `postgres://` URL as configuration: it parses, its host is not
+/// half a password (an unencoded `@`), and it does not ask for TLS, which this
+/// build does not have. The message never repeats the URL.
+pub fn check_url(url: &str) -> std::result::Result<(), String> {
+    let c = parse_url(url).map_err(|e| e.to_string())?;
+    let hosts = c.get_hosts();
+    if hosts
+        .iter()
+        .any(|h| matches!(h, tokio_postgres::config::Host::Tcp(h) if h.contains('@')))
+    {
+        return Err(
+            "the host contains '@': a password holding '@', ':' or '/' must be percent-encoded (@ is %40, : is %3A, / is %2F)"
+                .into(),
+        );
+    }
+    if matches!(c.get_ssl_mode(), tokio_postgres::config::SslMode::Require) {
+        return Err(
+            "sslmode=require: TLS to PostgreSQL is not built into this aica yet; use a private network with sslmode=disable or prefer, or a TLS-terminating proxy next to aica"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// The password in a `postgres://` URL wherever it is written (userinfo or `?password=`).
+pub fn url_password(url: &str) -> Option<String> {
+    parse_url(url)
+        .ok()?
+        .get_password()
+        .map(|p| String::from_utf8_lossy(p).to_string())
+}
+
 /// The PostgreSQL implementation of [`ContentStore`].
 pub struct PgStore {
     pool: Pool,
@@ -131,6 +163,14 @@ impl PgStore {
         if config.get_application_name().is_none() {
             config.application_name("aica");
         }
+        // Bounded waits on the server side too: a lock held by a stopped
+        // replica, or a runaway statement, must not hold this replica's pool.
+        let limits = "-c lock_timeout=5000 -c statement_timeout=15000 -c idle_in_transaction_session_timeout=30000";
+        let options = match config.get_options() {
+            Some(o) if !o.trim().is_empty() => format!("{o} {limits}"),
+            _ => limits.to_string(),
+        };
+        config.options(&options);
         let where_ = describe(&config);
         let mgr = Manager::from_config(
             config.clone(),
@@ -158,6 +198,10 @@ impl PgStore {
             .await
             .map_err(err)?
             .get(0);
+        // Another replica may be migrating or seeding: wait for it, unbounded.
+        c.batch_execute("SET lock_timeout = 0; SET statement_timeout = 0")
+            .await
+            .map_err(err)?;
         c.execute("SELECT pg_advisory_lock($1)", &[&schema::MIGRATE_LOCK])
             .await
             .map_err(err)?;
@@ -172,8 +216,22 @@ impl PgStore {
         let _ = c
             .execute("SELECT pg_advisory_unlock($1)", &[&schema::MIGRATE_LOCK])
             .await;
+        let _ = c
+            .batch_execute("RESET lock_timeout; RESET statement_timeout")
+            .await;
         res?;
         drop(c);
+        // Connections idle for a minute are closed: a burst must not keep
+        // server connections other replicas need (max_connections is shared).
+        let weak = pool.weak();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(15));
+            loop {
+                tick.tick().await;
+                let Some(pool) = weak.upgrade() else { return };
+                pool.retain(|_, m| m.last_used() < Duration::from_secs(60));
+            }
+        });
         Ok(PgStore {
             pool,
             rt: tokio::runtime::Handle::current(),
