@@ -38,9 +38,8 @@ pub async fn create(c: &impl GenericClient, k: &NewApiKey) -> Result<()> {
 }
 
 /// The unrevoked key with this hash. Its use is recorded at most once a
-/// minute per key, without waiting for the disk (see [`relaxed`]): a write per
-/// authenticated request would cost a synchronous commit each.
-pub async fn find(c: &mut deadpool_postgres::Client, hash: &str) -> Result<Option<ApiKey>> {
+/// minute per key. Runs on a relaxed connection (see `PgStore::relaxed`).
+pub async fn find(c: &impl GenericClient, hash: &str) -> Result<Option<ApiKey>> {
     let stmt = c
         .prepare_cached(&format!(
             "SELECT {COLS} FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
@@ -58,30 +57,15 @@ pub async fn find(c: &mut deadpool_postgres::Client, hash: &str) -> Result<Optio
         .is_none_or(|t| t < minute_ago.as_str())
     {
         let now = now();
-        let tx = relaxed(c).await?;
-        tx.execute(
+        c.execute(
             "UPDATE api_keys SET last_used_at = $2 WHERE key_hash = $1",
             &[&hash, &now],
         )
         .await
         .map_err(err)?;
-        tx.commit().await.map_err(err)?;
         k.last_used_at = Some(now);
     }
     Ok(Some(k))
-}
-
-/// A transaction that commits without waiting for its WAL to reach the disk
-/// (`synchronous_commit = off`), for records whose loss in a server crash
-/// costs nothing but a line: key use and the audit trail. It is the same
-/// durability SQLite's `synchronous = NORMAL` gives every commit; content
-/// writes keep PostgreSQL's full synchronous commit.
-async fn relaxed(c: &mut deadpool_postgres::Client) -> Result<deadpool_postgres::Transaction<'_>> {
-    let tx = c.transaction().await.map_err(err)?;
-    tx.batch_execute("SET LOCAL synchronous_commit = off")
-        .await
-        .map_err(err)?;
-    Ok(tx)
 }
 
 pub async fn list(c: &impl GenericClient) -> Result<Vec<ApiKey>> {
@@ -105,13 +89,6 @@ pub async fn revoke(c: &impl GenericClient, name: &str) -> Result<bool> {
         .await
         .map_err(err)?;
     Ok(n > 0)
-}
-
-/// Record an audit entry in a relaxed transaction (see [`relaxed`]).
-pub async fn audit_relaxed(c: &mut deadpool_postgres::Client, e: &AuditEntry) -> Result<()> {
-    let tx = relaxed(c).await?;
-    audit(&tx, e).await?;
-    tx.commit().await.map_err(err)
 }
 
 pub async fn audit(c: &impl GenericClient, e: &AuditEntry) -> Result<()> {
@@ -143,9 +120,9 @@ pub async fn audit(c: &impl GenericClient, e: &AuditEntry) -> Result<()> {
 /// serialises replicas counting the same client, so they share one row.
 pub async fn audit_aggregated(c: &mut deadpool_postgres::Client, e: &AuditEntry) -> Result<()> {
     let Some(minute_start) = minute_start(&e.at) else {
-        return audit_relaxed(c, e).await;
+        return audit(&*c, e).await;
     };
-    let tx = relaxed(c).await?;
+    let tx = c.transaction().await.map_err(err)?;
     tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&e.client])
         .await
         .map_err(err)?;

@@ -133,6 +133,12 @@ pub fn url_password(url: &str) -> Option<String> {
 /// The PostgreSQL implementation of [`ContentStore`].
 pub struct PgStore {
     pool: Pool,
+    /// Connections whose commits do not wait for the disk
+    /// (`synchronous_commit = off`), for records whose loss in a server crash
+    /// costs a line, not data: key use and the audit trail. The same
+    /// durability SQLite's `synchronous = NORMAL` gives every commit; content
+    /// writes keep PostgreSQL's full synchronous commit on `pool`.
+    relaxed: Pool,
     rt: tokio::runtime::Handle,
     config: tokio_postgres::Config,
     where_: String,
@@ -172,21 +178,27 @@ impl PgStore {
         };
         config.options(&options);
         let where_ = describe(&config);
-        let mgr = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(mgr)
-            .max_size(pool_size.max(1) as usize)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(10)))
-            .create_timeout(Some(Duration::from_secs(5)))
-            .recycle_timeout(Some(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| StoreError::Internal(format!("cannot build the connection pool: {e}")))?;
+        let build = |cfg: tokio_postgres::Config, size: u32| {
+            let mgr = Manager::from_config(
+                cfg,
+                NoTls,
+                ManagerConfig {
+                    recycling_method: RecyclingMethod::Fast,
+                },
+            );
+            Pool::builder(mgr)
+                .max_size(size.max(1) as usize)
+                .runtime(Runtime::Tokio1)
+                .wait_timeout(Some(Duration::from_secs(10)))
+                .create_timeout(Some(Duration::from_secs(5)))
+                .recycle_timeout(Some(Duration::from_secs(5)))
+                .build()
+                .map_err(|e| StoreError::Internal(format!("cannot build the connection pool: {e}")))
+        };
+        let pool = build(config.clone(), pool_size)?;
+        let mut relaxed_config = config.clone();
+        relaxed_config.options(&format!("{options} -c synchronous_commit=off"));
+        let relaxed = build(relaxed_config, (pool_size / 2).max(2))?;
         let mut c = pool.get().await.map_err(|e| {
             StoreError::Unavailable(format!(
                 "cannot connect to PostgreSQL at {where_}: {}",
@@ -223,17 +235,20 @@ impl PgStore {
         drop(c);
         // Connections idle for a minute are closed: a burst must not keep
         // server connections other replicas need (max_connections is shared).
-        let weak = pool.weak();
+        let weak = [pool.weak(), relaxed.weak()];
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(15));
             loop {
                 tick.tick().await;
-                let Some(pool) = weak.upgrade() else { return };
-                pool.retain(|_, m| m.last_used() < Duration::from_secs(60));
+                for w in &weak {
+                    let Some(pool) = w.upgrade() else { return };
+                    pool.retain(|_, m| m.last_used() < Duration::from_secs(60));
+                }
             }
         });
         Ok(PgStore {
             pool,
+            relaxed,
             rt: tokio::runtime::Handle::current(),
             config,
             where_,
@@ -255,10 +270,19 @@ impl PgStore {
         F: FnOnce(deadpool_postgres::Object) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
+        self.run_on(&self.pool, op, f)
+    }
+
+    /// [`PgStore::run`] on a connection of `pool`.
+    fn run_on<T, F, Fut>(&self, pool: &Pool, op: &'static str, f: F) -> Result<T>
+    where
+        F: FnOnce(deadpool_postgres::Object) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
         let start = Instant::now();
         let out = self.rt.block_on(async {
             let work = async {
-                let c = self.pool.get().await.map_err(pool_err)?;
+                let c = pool.get().await.map_err(pool_err)?;
                 f(c).await
             };
             tokio::time::timeout(self.op_timeout, work)
@@ -285,10 +309,9 @@ impl KeyStore for PgStore {
         self.run("keys", |c| async move { keys::create(&c, k).await })
     }
     fn find_key(&self, hash: &str) -> Result<Option<ApiKey>> {
-        self.run(
-            "keys",
-            |mut c| async move { keys::find(&mut c, hash).await },
-        )
+        self.run_on(&self.relaxed, "keys", |c| async move {
+            keys::find(&c, hash).await
+        })
     }
     fn list_keys(&self) -> Result<Vec<ApiKey>> {
         self.run("keys", |c| async move { keys::list(&c).await })
@@ -297,12 +320,12 @@ impl KeyStore for PgStore {
         self.run("keys", |c| async move { keys::revoke(&c, name).await })
     }
     fn audit(&self, e: &AuditEntry) -> Result<()> {
-        self.run("audit", |mut c| async move {
-            keys::audit_relaxed(&mut c, e).await
+        self.run_on(&self.relaxed, "audit", |c| async move {
+            keys::audit(&c, e).await
         })
     }
     fn audit_aggregated(&self, e: &AuditEntry) -> Result<()> {
-        self.run("audit", |mut c| async move {
+        self.run_on(&self.relaxed, "audit", |mut c| async move {
             keys::audit_aggregated(&mut c, e).await
         })
     }
