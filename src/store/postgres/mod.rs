@@ -197,7 +197,7 @@ impl PgStore {
         };
         let pool = build(config.clone(), pool_size)?;
         let mut relaxed_config = config.clone();
-        relaxed_config.options(&format!("{options} -c synchronous_commit=off"));
+        relaxed_config.options(format!("{options} -c synchronous_commit=off"));
         let relaxed = build(relaxed_config, (pool_size / 2).max(2))?;
         let mut c = pool.get().await.map_err(|e| {
             StoreError::Unavailable(format!(
