@@ -117,6 +117,10 @@ fn describe() {
         "aica_cache_remote_invalidations_total",
         "Read cache flushes caused by another replica's write (PostgreSQL change feed)."
     );
+    describe_counter!(
+        "aica_change_notify_failures_total",
+        "Writes that committed but whose change notification to other replicas could not be sent."
+    );
     describe_histogram!(
         "aica_cache_invalidation_delay_seconds",
         Unit::Seconds,

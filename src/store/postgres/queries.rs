@@ -179,36 +179,23 @@ async fn write_tags(tx: &impl GenericClient, id: i64, tags: &[String]) -> Result
     Ok(())
 }
 
-/// Tell other replicas that content changed; delivered when the transaction commits.
-pub async fn notify_change(tx: &impl GenericClient, origin: &str) -> Result<()> {
-    tx.execute(
-        "SELECT pg_notify($1, $2)",
-        &[&super::coord::CHANGES_CHANNEL, &origin],
-    )
-    .await
-    .map_err(err)?;
-    Ok(())
-}
-
-/// One statement, so one round trip and one commit: the row, its tags and the
-/// change notification (delivered at commit); the answer is built from what
-/// the statement wrote (tags as stored: distinct, in order).
+/// One statement, so one round trip and one commit: the row and its tags; the
+/// answer is built from what the statement wrote (tags as stored: distinct,
+/// in order).
 pub async fn create_article(
     c: &mut deadpool_postgres::Client,
     i: &ArticleInput,
-    origin: &str,
 ) -> Result<Article> {
     let stmt = c
         .prepare_cached(
             "WITH ins AS (INSERT INTO articles (slug, title, summary, body, author, category, status, published_at, created_at, updated_at) \
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING *), \
              tags AS (INSERT INTO article_tags (article_id, tag) SELECT DISTINCT ins.id, t FROM ins, unnest($10::text[]) AS t \
-               ON CONFLICT DO NOTHING), \
-             note AS (SELECT pg_notify($11, $12)) \
+               ON CONFLICT DO NOTHING) \
              SELECT a.id, a.slug, a.title, a.summary, a.author, a.category, \
                ARRAY(SELECT DISTINCT t COLLATE \"C\" FROM unnest($10::text[]) AS t ORDER BY 1), \
                a.status, a.published_at, a.updated_at, a.body, a.created_at \
-             FROM ins a CROSS JOIN (SELECT COUNT(*) FROM note) n",
+             FROM ins a",
         )
         .await
         .map_err(err)?;
@@ -226,8 +213,6 @@ pub async fn create_article(
                 &i.published_at,
                 &now(),
                 &i.tags,
-                &super::coord::CHANGES_CHANNEL,
-                &origin,
             ],
         )
         .await
@@ -243,7 +228,6 @@ pub async fn update_article(
     c: &mut deadpool_postgres::Client,
     slug: &str,
     i: &ArticleInput,
-    origin: &str,
 ) -> Result<Option<Article>> {
     let tx = c.transaction().await.map_err(err)?;
     let Some(row) = tx
@@ -266,7 +250,6 @@ pub async fn update_article(
     .map_err(|e| unique_violation(e, &format!("an article with slug {:?}", i.slug)))?;
     write_tags(&tx, id, &i.tags).await?;
     let out = get_article(&tx, &i.slug).await?;
-    notify_change(&tx, origin).await?;
     tx.commit().await.map_err(err)?;
     Ok(out)
 }
@@ -277,17 +260,11 @@ pub async fn delete(
     table: &str,
     key: &str,
     value: &(dyn ToSql + Sync),
-    origin: &str,
 ) -> Result<bool> {
-    let tx = c.transaction().await.map_err(err)?;
-    let n = tx
+    let n = c
         .execute(&format!("DELETE FROM {table} WHERE {key} = $1"), &[value])
         .await
         .map_err(err)?;
-    if n > 0 {
-        notify_change(&tx, origin).await?;
-    }
-    tx.commit().await.map_err(err)?;
     Ok(n > 0)
 }
 
@@ -339,18 +316,13 @@ async fn get_trend(c: &impl GenericClient, id: i64) -> Result<Option<Trend>> {
         .transpose()
 }
 
-/// One statement: the row and the change notification (see [`create_article`]).
-pub async fn create_trend(
-    c: &mut deadpool_postgres::Client,
-    i: &TrendInput,
-    origin: &str,
-) -> Result<Trend> {
+/// One statement (see [`create_article`]).
+pub async fn create_trend(c: &mut deadpool_postgres::Client, i: &TrendInput) -> Result<Trend> {
     let stmt = c
         .prepare_cached(&format!(
             "WITH ins AS (INSERT INTO trends (name, category, period, score, growth_pct, mentions, summary, created_at, updated_at) \
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING *), \
-             note AS (SELECT pg_notify($9, $10)) \
-             SELECT {TREND_COLS} FROM ins CROSS JOIN (SELECT COUNT(*) FROM note) n"
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING *) \
+             SELECT {TREND_COLS} FROM ins"
         ))
         .await
         .map_err(err)?;
@@ -366,8 +338,6 @@ pub async fn create_trend(
                 &i.mentions,
                 &i.summary,
                 &now(),
-                &super::coord::CHANGES_CHANNEL,
-                &origin,
             ],
         )
         .await
@@ -381,7 +351,6 @@ pub async fn update_trend(
     c: &mut deadpool_postgres::Client,
     id: i64,
     i: &TrendInput,
-    origin: &str,
 ) -> Result<Option<Trend>> {
     let tx = c.transaction().await.map_err(err)?;
     let n = tx
@@ -396,7 +365,6 @@ pub async fn update_trend(
         return Ok(None);
     }
     let out = get_trend(&tx, id).await?;
-    notify_change(&tx, origin).await?;
     tx.commit().await.map_err(err)?;
     Ok(out)
 }
@@ -451,18 +419,16 @@ async fn get_newsletter(c: &impl GenericClient, id: i64) -> Result<Option<Newsle
         .transpose()
 }
 
-/// One statement: the row and the change notification (see [`create_article`]).
+/// One statement (see [`create_article`]).
 pub async fn create_newsletter(
     c: &mut deadpool_postgres::Client,
     i: &NewsletterInput,
-    origin: &str,
 ) -> Result<Newsletter> {
     let stmt = c
         .prepare_cached(&format!(
             "WITH ins AS (INSERT INTO newsletters (slug, title, body, status, issued_at, recipients, open_rate, created_at, updated_at) \
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING *), \
-             note AS (SELECT pg_notify($9, $10)) \
-             SELECT {NEWSLETTER_COLS} FROM ins CROSS JOIN (SELECT COUNT(*) FROM note) n"
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING *) \
+             SELECT {NEWSLETTER_COLS} FROM ins"
         ))
         .await
         .map_err(err)?;
@@ -478,8 +444,6 @@ pub async fn create_newsletter(
                 &i.recipients,
                 &i.open_rate,
                 &now(),
-                &super::coord::CHANGES_CHANNEL,
-                &origin,
             ],
         )
         .await
@@ -491,7 +455,6 @@ pub async fn update_newsletter(
     c: &mut deadpool_postgres::Client,
     id: i64,
     i: &NewsletterInput,
-    origin: &str,
 ) -> Result<Option<Newsletter>> {
     let tx = c.transaction().await.map_err(err)?;
     let n = tx
@@ -506,7 +469,6 @@ pub async fn update_newsletter(
         return Ok(None);
     }
     let out = get_newsletter(&tx, id).await?;
-    notify_change(&tx, origin).await?;
     tx.commit().await.map_err(err)?;
     Ok(out)
 }
