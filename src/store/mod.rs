@@ -147,6 +147,12 @@ pub trait ContentStore: KeyStore {
     /// The latest runs of `job`, newest first.
     fn recent_runs(&self, job: &str, limit: u32) -> Result<Vec<JobRun>>;
 
+    /// Bytes the database takes on its server (`None`: an embedded file, see
+    /// [`FileMaintenance::size_bytes`]).
+    fn server_size_bytes(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// The embedded file's maintenance, when the data is an embedded file.
     fn file_maintenance(&self) -> Option<&dyn FileMaintenance> {
         None

@@ -71,7 +71,7 @@ fn describe() {
     describe_gauge!(
         "aica_db_size_bytes",
         Unit::Bytes,
-        "Size of the database files on disk."
+        "Size of the database: its files on disk (SQLite) or pg_database_size (PostgreSQL)."
     );
     describe_gauge!(
         "aica_build_info",

@@ -15,7 +15,11 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     let (store, dir) = (st.store.clone(), st.backups_dir.clone());
     // File-system reads and rendering, in one trip to the blocking pool.
     let body = tokio::task::spawn_blocking(move || {
-        if let Some(Ok(size)) = store.file_maintenance().map(|m| m.size_bytes()) {
+        let size = match store.file_maintenance() {
+            Some(m) => m.size_bytes().ok(),
+            None => store.server_size_bytes().ok().flatten(),
+        };
+        if let Some(size) = size {
             metrics::gauge!("aica_db_size_bytes").set(size as f64);
         }
         let info = store.info();

@@ -479,6 +479,16 @@ impl ContentStore for PgStore {
         });
         self.notify(res, |d| *d)
     }
+    fn server_size_bytes(&self) -> Result<Option<u64>> {
+        self.run("size", |c| async move {
+            let n: i64 = c
+                .query_one("SELECT pg_database_size(current_database())", &[])
+                .await
+                .map_err(err)?
+                .get(0);
+            Ok(Some(n.max(0) as u64))
+        })
+    }
     fn dashboard(&self) -> Result<Dashboard> {
         self.run("dashboard", |c| async move { queries::dashboard(&c).await })
     }
