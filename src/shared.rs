@@ -12,18 +12,11 @@ const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 /// Distinct clients counted locally before the oldest windows are dropped.
 const LOCAL_MAX_KEYS: usize = 100_000;
 
-/// State of the Redis link, for `/health/detailed`.
+/// State of the Redis link, logged when it changes.
 #[derive(Debug, Clone, PartialEq)]
-pub enum RedisState {
-    /// No `redis.url`: counts are per replica by design.
-    NotConfigured,
-    Connected {
-        since: String,
-    },
-    Down {
-        since: String,
-        error: String,
-    },
+enum RedisState {
+    Connected { since: String },
+    Down { since: String, error: String },
 }
 
 /// Windowed counters keyed by client.
@@ -71,13 +64,6 @@ impl Counters {
             local: Mutex::new(HashMap::new()),
             redis,
             prefix: prefix.to_string(),
-        }
-    }
-
-    pub fn state(&self) -> RedisState {
-        match &self.redis {
-            None => RedisState::NotConfigured,
-            Some(r) => r.state.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }
 
@@ -154,7 +140,6 @@ impl Redis {
                 RedisState::Connected { .. } => {
                     tracing::info!(redis = %self.where_, "Redis connected: counts shared by all replicas")
                 }
-                RedisState::NotConfigured => {}
             }
             *cur = s;
         }

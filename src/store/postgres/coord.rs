@@ -64,10 +64,6 @@ impl Coordination {
         Coordination { config, replica }
     }
 
-    pub fn replica(&self) -> &str {
-        &self.replica
-    }
-
     /// Listen for changes until `events` is closed, reconnecting after any loss.
     pub async fn listen(self, events: mpsc::Sender<ChangeEvent>) {
         let mut attempt = 0;
