@@ -25,20 +25,25 @@ fn list(dir: &Path, db: &TestDb) -> Vec<Value> {
     .unwrap()
 }
 
-#[test]
-fn create_verify_restore_and_drill_on_postgres() {
-    let Some(db) = TestDb::create() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    // The demo data set, seeded through the CLI.
+/// The demo data set, seeded through the CLI; returns its article count.
+fn seed(d: &Path, db: &TestDb) -> i64 {
     let (code, out) = run(
         d,
-        &db,
+        db,
         &["keys", "create", "--role", "admin", "--name", "ops"],
     );
     assert_eq!(code, 0, "{out}");
     let articles = db.scalar("SELECT COUNT(*) FROM articles");
     assert!(articles > 1000, "seeded: {articles}");
+    articles
+}
+
+#[test]
+fn create_verify_restore_and_drill_on_postgres() {
+    let Some(db) = TestDb::create() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let articles = seed(d, &db);
 
     let (code, out) = run(d, &db, &["backup", "create", "--verify"]);
     assert_eq!(code, 0, "{out}");
@@ -59,10 +64,7 @@ fn create_verify_restore_and_drill_on_postgres() {
         "{m}"
     );
     // No scratch database is left behind by the verification.
-    assert_eq!(
-        db.scalar("SELECT COUNT(*) FROM pg_database WHERE datname LIKE 'aica_verify_%'"),
-        0
-    );
+    assert_eq!(left_behind(&db), Vec::<String>::new());
 
     // Changes after the backup, then a restore brings the backup's state back.
     db.exec("DELETE FROM articles WHERE id % 2 = 0");
@@ -117,10 +119,7 @@ fn create_verify_restore_and_drill_on_postgres() {
     let report: Value = serde_json::from_str(out.trim_start_matches(|c| c != '{')).unwrap();
     assert_eq!(report["ok"], true, "{report}");
     assert!(report["rto_seconds"].as_f64().unwrap() > 0.0);
-    assert_eq!(
-        db.scalar("SELECT COUNT(*) FROM pg_database WHERE datname LIKE 'aica_verify_%'"),
-        0
-    );
+    assert_eq!(left_behind(&db), Vec::<String>::new());
 }
 
 #[test]
@@ -140,6 +139,23 @@ fn a_postgres_backup_is_refused_by_a_sqlite_install_with_the_fix() {
     let o = aica_env(d, &["backup", "verify"], &[]);
     assert_ne!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("needs the server"), "{}", text(&o));
+}
+
+/// Scratch databases of this machine whose process is gone (other tests'
+/// operations in flight are alive; the sweep test's deliberate orphan is
+/// named `…_abcdef`).
+fn left_behind(db: &TestDb) -> Vec<String> {
+    db.rows("SELECT datname::text, '' FROM pg_database WHERE datname LIKE 'aica\\_verify\\_%'")
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| !n.ends_with("_abcdef"))
+        .filter(|n| {
+            let mut parts = n.trim_start_matches("aica_verify_").split('_');
+            let pid: i32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            parts.next() == Some(host_id().as_str())
+                && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
+        })
+        .collect()
 }
 
 /// This machine's host id as aica writes it into scratch database names.
@@ -182,13 +198,7 @@ fn a_restore_onto_a_server_without_the_database_creates_it() {
     let Some(db) = TestDb::create() else { return };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (code, out) = run(
-        d,
-        &db,
-        &["keys", "create", "--role", "admin", "--name", "ops"],
-    );
-    assert_eq!(code, 0, "{out}");
-    let articles = db.scalar("SELECT COUNT(*) FROM articles");
+    let articles = seed(d, &db);
     let (code, out) = run(d, &db, &["backup", "create"]);
     assert_eq!(code, 0, "{out}");
     // Disaster: the database is gone.

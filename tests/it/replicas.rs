@@ -198,6 +198,16 @@ fn writes_through_one_replica_are_read_through_the_others() {
     drop(reps);
 }
 
+/// A backup every 2 s, the leader checked every second.
+const SCHEDULED: [&str; 6] = [
+    "--set",
+    "backup.schedule=*/2 * * * * *",
+    "--set",
+    "scheduler.leader_check_secs=1",
+    "--set",
+    "backup.verify_scheduled=false",
+];
+
 /// `(tick, replica)` rows of the scheduled backup job, oldest first.
 fn runs(db: &TestDb) -> Vec<(String, String)> {
     db.rows("SELECT tick, replica FROM job_runs WHERE job = 'backup' ORDER BY tick")
@@ -206,14 +216,7 @@ fn runs(db: &TestDb) -> Vec<(String, String)> {
 #[test]
 fn a_scheduled_job_runs_once_per_tick_and_moves_when_its_replica_dies() {
     let Some(db) = TestDb::create() else { return };
-    let extra = [
-        "--set",
-        "backup.schedule=*/2 * * * * *",
-        "--set",
-        "scheduler.leader_check_secs=1",
-        "--set",
-        "backup.verify_scheduled=false",
-    ];
+    let extra = SCHEDULED;
     let mut reps: Vec<Replica> = (0..3).map(|_| start(&db.url, &extra)).collect();
     let first = wait_for("three ticks", Duration::from_secs(30), || {
         let r = runs(&db);
@@ -603,14 +606,7 @@ fn a_row_locked_by_a_stuck_session_costs_a_write_5_s_not_the_replica() {
 #[test]
 fn a_stopped_scheduler_leader_loses_the_schedule_to_another_replica() {
     let Some(db) = TestDb::create() else { return };
-    let extra = [
-        "--set",
-        "backup.schedule=*/2 * * * * *",
-        "--set",
-        "scheduler.leader_check_secs=1",
-        "--set",
-        "backup.verify_scheduled=false",
-    ];
+    let extra = SCHEDULED;
     let reps: Vec<Replica> = (0..2).map(|_| start(&db.url, &extra)).collect();
     let first = wait_for("a tick", Duration::from_secs(30), || {
         runs(&db).first().cloned()
