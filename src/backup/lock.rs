@@ -194,9 +194,9 @@ impl BackupLock {
     fn sweep(&self, l: &Loaded) {
         // Scratch databases of dead operations of this machine (PostgreSQL).
         if let Some(url) = &self.server
-            && let Err(e) = super::pg::sweep(url)
+            && let Err(e) = super::pg::sweep(url).and_then(|_| super::pg::repair(url))
         {
-            tracing::warn!(error = %e, "could not look for scratch databases left by interrupted operations");
+            tracing::warn!(error = %e, "could not look for what interrupted operations left on the database server");
         }
         for d in debris(l) {
             let res = if d.path.is_dir() {

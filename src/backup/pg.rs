@@ -516,14 +516,96 @@ pub fn connected_sessions(url: &str) -> Result<(i64, String)> {
     })
 }
 
+/// Marks a live database whose new connections a restore refused: the
+/// comment holds the connection limit to put back if the restore dies.
+const RESTORING: &str = "aica: restore in progress; connection limit was ";
+
+/// What the switch copies from the replaced database to the restored one
+/// (a dump holds neither): owner, connection limit, access rights, settings.
+async fn properties(c: &tokio_postgres::Client, db: &str) -> Result<Vec<String>> {
+    let Some(r) = c
+        .query_opt(
+            "SELECT pg_get_userbyid(datdba)::text, datconnlimit, COALESCE(datacl::text[], '{}') FROM pg_database WHERE datname = $1",
+            &[&db],
+        )
+        .await
+        .map_err(pg_err("read the database's properties"))?
+    else {
+        return Ok(Vec::new());
+    };
+    let (owner, acl): (String, Vec<String>) = (r.get(0), r.get(2));
+    let mut out = vec![format!("OWNER TO {}", quote(&owner))];
+    // A limit an interrupted restore set to 0 is not the database's own.
+    let limit: i32 = interrupted_limit(c, db).await?.unwrap_or(r.get(1));
+    out.push(format!("CONNECTION LIMIT {limit}"));
+    let settings = c
+        .query(
+            "SELECT unnest(setconfig) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase \
+             WHERE d.datname = $1 AND s.setrole = 0",
+            &[&db],
+        )
+        .await
+        .map_err(pg_err("read the database's settings"))?;
+    for row in settings {
+        let kv: String = row.get(0);
+        if let Some((k, v)) = kv.split_once('=') {
+            out.push(format!("SET {} = '{}'", quote(k), v.replace('\'', "''")));
+        }
+    }
+    // Access rights: `grantee=privileges/grantor` items; `c` connect, `C` create, `T` temp.
+    if !acl.is_empty() {
+        out.push("REVOKE ALL ON DATABASE".into());
+        for item in &acl {
+            let Some((grantee, rest)) = item.split_once('=') else {
+                continue;
+            };
+            let privs = rest.split('/').next().unwrap_or_default();
+            let who = if grantee.is_empty() {
+                "PUBLIC".to_string()
+            } else {
+                quote(grantee.trim_matches('"'))
+            };
+            for (ch, name) in [('c', "CONNECT"), ('C', "CREATE"), ('T', "TEMPORARY")] {
+                if privs.contains(ch) {
+                    out.push(format!("GRANT {name} ON DATABASE TO {who}"));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The properties of [`properties`] as statements on database `db`.
+fn apply(props: &[String], db: &str) -> String {
+    let q = quote(db);
+    props
+        .iter()
+        .map(|p| {
+            if p == "REVOKE ALL ON DATABASE" {
+                format!("REVOKE ALL ON DATABASE {q} FROM PUBLIC;")
+            } else if let Some(rest) = p.strip_prefix("GRANT ") {
+                let (what, who) = rest
+                    .split_once(" ON DATABASE TO ")
+                    .unwrap_or((rest, "PUBLIC"));
+                format!("GRANT {what} ON DATABASE {q} TO {who};")
+            } else {
+                format!("ALTER DATABASE {q} {p};")
+            }
+        })
+        .collect()
+}
+
 /// Make `restored` the live database of `url`. In one transaction on the
 /// maintenance database, the live one is renamed to `<db>_before_<time>` and
-/// the restored one into its name (a missing live database is simply
-/// created by the rename). Before that, new connections to the live database
-/// are refused (its connection limit set to 0) and, with `disconnect`, every
-/// other session is ended, so nothing writes to the old data after the switch:
-/// its safety dump, taken after, holds every acknowledged write. On failure
-/// nothing is renamed and the error says exactly what to switch by hand.
+/// the restored one into its name, taking over the old one's owner,
+/// connection limit, access rights and settings (a missing live database is
+/// simply created by the rename). Before that, new connections to the live
+/// database are refused (connection limit 0, with the old limit in a comment
+/// so an interrupted restore can be repaired: see [`repair`]) and, with
+/// `disconnect`, every other session is ended, so nothing writes to the old
+/// data after the switch: its safety dump, taken after, holds every
+/// acknowledged write. On failure nothing is switched, the restored data is
+/// kept as `<db>_restored_<time>` and the error says exactly what to do.
 pub fn swap(url: &str, restored: Scratch, disconnect: bool) -> Result<Swapped> {
     let cfg = config(url)?;
     let live = cfg
@@ -534,18 +616,15 @@ pub fn swap(url: &str, restored: Scratch, disconnect: bool) -> Result<Swapped> {
         .replace([':', '-'], "")
         .to_lowercase();
     let previous = format!("{live}_before_{stamp}");
+    let kept = format!("{live}_restored_{stamp}");
     let restored_name = restored.name.clone();
     let res = block_on(async {
         let c = connect(&admin_config(&cfg, &live)).await?;
-        let limit: Option<i32> = c
-            .query_opt(
-                "SELECT datconnlimit FROM pg_database WHERE datname = $1",
-                &[&live],
-            )
-            .await
-            .map_err(pg_err("look up the live database"))?
-            .map(|r| r.get(0));
-        let Some(limit) = limit else {
+        let props = properties(&c, &live).await?;
+        let Some(limit) = props.iter().find_map(|p| {
+            p.strip_prefix("CONNECTION LIMIT ")
+                .and_then(|n| n.parse::<i32>().ok())
+        }) else {
             // Nothing to replace (a new server): the restored database takes the name.
             c.batch_execute(&format!(
                 "ALTER DATABASE {} RENAME TO {}",
@@ -557,8 +636,8 @@ pub fn swap(url: &str, restored: Scratch, disconnect: bool) -> Result<Swapped> {
             return Ok(None);
         };
         c.batch_execute(&format!(
-            "ALTER DATABASE {} CONNECTION LIMIT 0",
-            quote(&live)
+            "COMMENT ON DATABASE {q} IS '{RESTORING}{limit}'; ALTER DATABASE {q} CONNECTION LIMIT 0",
+            q = quote(&live)
         ))
         .await
         .map_err(pg_err("stop new connections"))?;
@@ -575,13 +654,12 @@ pub fn swap(url: &str, restored: Scratch, disconnect: bool) -> Result<Swapped> {
             }
             let switched = c
                 .batch_execute(&format!(
-                    "BEGIN; ALTER DATABASE {} RENAME TO {}; ALTER DATABASE {} RENAME TO {}; \
-                     ALTER DATABASE {} CONNECTION LIMIT {limit}; COMMIT;",
-                    quote(&live),
-                    quote(&previous),
-                    quote(&restored_name),
-                    quote(&live),
-                    quote(&previous),
+                    "BEGIN; ALTER DATABASE {old} RENAME TO {prev}; ALTER DATABASE {new} RENAME TO {old}; \
+                     {props} ALTER DATABASE {prev} CONNECTION LIMIT {limit}; COMMENT ON DATABASE {prev} IS NULL; COMMIT;",
+                    old = quote(&live),
+                    prev = quote(&previous),
+                    new = quote(&restored_name),
+                    props = apply(&props, &live),
                 ))
                 .await;
             match switched {
@@ -597,23 +675,93 @@ pub fn swap(url: &str, restored: Scratch, disconnect: bool) -> Result<Swapped> {
         }
         let _ = c
             .batch_execute(&format!(
-                "ALTER DATABASE {} CONNECTION LIMIT {limit}",
-                quote(&live)
+                "ALTER DATABASE {q} CONNECTION LIMIT {limit}; COMMENT ON DATABASE {q} IS NULL",
+                q = quote(&live)
             ))
             .await;
+        // Out of the scratch namespace, so no sweep takes it for an orphan.
+        let renamed = c
+            .batch_execute(&format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                quote(&restored_name),
+                quote(&kept)
+            ))
+            .await
+            .is_ok();
+        let holder = if renamed { &kept } else { &restored_name };
         Err(refused(format!(
-            "the restored data is complete in database {restored_name:?}, but the switch failed: {last}.\nTry: stop every session on {live:?} (kubectl scale deployment aica-sys-backend --replicas=0, or docker compose stop backend), then in psql on the server: ALTER DATABASE {} RENAME TO {}; ALTER DATABASE {} RENAME TO {};  (or point DATABASE_URL at {restored_name:?})",
+            "the restored data is complete in database {holder:?}, but the switch failed: {last}.\nTry: stop every session on {live:?} (kubectl scale deployment aica-sys-backend --replicas=0, or docker compose stop backend) and run the restore again; or switch by hand in psql on the server: ALTER DATABASE {} RENAME TO {}; ALTER DATABASE {} RENAME TO {};",
             quote(&live),
             quote(&previous),
-            quote(&restored_name),
+            quote(holder),
             quote(&live)
         )))
     });
-    // Kept either way: live now, or for the manual switch the error describes.
+    // Kept either way: live now, or for the switch the error describes.
     restored.keep();
     res.map(|previous| Swapped {
         database: live,
         previous,
+    })
+}
+
+/// Put back the connection limit of a live database whose restore died
+/// after refusing new connections (its comment names the old limit), when no
+/// restore of it is running. Returns the repaired database's name.
+pub fn repair(url: &str) -> Result<Option<String>> {
+    let cfg = config(url)?;
+    let live = cfg.get_dbname().unwrap_or("postgres").to_string();
+    block_on(async {
+        let c = connect(&admin_config(&cfg, &live)).await?;
+        let Some(limit) = interrupted_limit(&c, &live).await? else {
+            return Ok(None);
+        };
+        let free: bool = c
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtext('aica restore ' || $1))",
+                &[&live],
+            )
+            .await
+            .map_err(pg_err("restore lock"))?
+            .get(0);
+        if !free {
+            return Ok(None); // a restore is running: the limit is its doing
+        }
+        c.batch_execute(&format!(
+            "ALTER DATABASE {q} CONNECTION LIMIT {limit}; COMMENT ON DATABASE {q} IS NULL",
+            q = quote(&live)
+        ))
+        .await
+        .map_err(pg_err("put back the connection limit"))?;
+        tracing::warn!(database = %live, limit, "put back the connection limit an interrupted restore left at 0");
+        Ok(Some(live))
+    })
+}
+
+/// The limit a dead restore left in the live database's comment, if any.
+async fn interrupted_limit(c: &tokio_postgres::Client, live: &str) -> Result<Option<i32>> {
+    let comment: Option<String> = c
+        .query_opt(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+            &[&live],
+        )
+        .await
+        .map_err(pg_err("read the database's comment"))?
+        .and_then(|r| r.get(0));
+    Ok(comment
+        .as_deref()
+        .and_then(|t| t.strip_prefix(RESTORING))
+        .and_then(|n| n.trim().parse().ok()))
+}
+
+/// Whether the live database refuses connections because a restore died
+/// (doctor): `Some(old limit)`.
+pub fn interrupted_restore(url: &str) -> Result<Option<i32>> {
+    let cfg = config(url)?;
+    let live = cfg.get_dbname().unwrap_or("postgres").to_string();
+    block_on(async {
+        let c = connect(&admin_config(&cfg, &live)).await?;
+        interrupted_limit(&c, &live).await
     })
 }
 
@@ -629,12 +777,18 @@ fn scratch_name(prefix: &str) -> String {
     )
 }
 
+/// Who can judge a pid: this host name, boot and pid namespace (containers
+/// sharing a host name but not a pid namespace get different ids).
 fn host_id() -> String {
     let host = nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_default();
-    blake3::hash(host.as_bytes()).to_hex()[..8].to_string()
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let ns = std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    blake3::hash(format!("{host}\n{}\n{ns}", boot.trim()).as_bytes()).to_hex()[..8].to_string()
 }
 
 /// Databases an interrupted operation left on the server, and restores' kept
@@ -646,8 +800,11 @@ pub fn leftovers(url: &str) -> Result<Vec<(String, i64, bool)>> {
         let c = connect(&admin_config(&cfg, &live)).await?;
         c.query(
             "SELECT datname::text, pg_database_size(datname) FROM pg_database \
-             WHERE datname LIKE 'aica\\_verify\\_%' OR datname LIKE $1 ORDER BY 1",
-            &[&format!("{}\\_before\\_%", live.replace('_', "\\_"))],
+             WHERE datname LIKE 'aica\\_verify\\_%' OR datname LIKE $1 OR datname LIKE $2 ORDER BY 1",
+            &[
+                &format!("{}\\_before\\_%", live.replace('_', "\\_")),
+                &format!("{}\\_restored\\_%", live.replace('_', "\\_")),
+            ],
         )
         .await
         .map_err(pg_err("list databases"))

@@ -316,12 +316,8 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, ConfigError> {
             secrets.push(pw.to_string());
         }
     }
-    if let Some(pw) = settings
-        .postgres_url()
-        .and_then(crate::store::postgres::url_password)
-        .filter(|p| !p.is_empty())
-    {
-        secrets.push(pw);
+    if let Some(url) = settings.postgres_url() {
+        secrets.extend(crate::store::postgres::url_passwords(url));
     }
     let paths = Paths::resolve(&settings, &opts.dir);
     if let Some((key, value, allowed)) = overlapping(&settings, &paths) {

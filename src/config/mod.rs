@@ -374,7 +374,12 @@ impl Settings {
         }
         if let Some(url) = self.postgres_url() {
             if let Err(e) = crate::store::postgres::check_url(url) {
-                return Err(invalid("database.url", redact_url(url), &e));
+                // Not even a redacted echo: a password may sit in the query string.
+                return Err(invalid(
+                    "database.url",
+                    "(hidden: it may hold a password)",
+                    &e,
+                ));
             }
         } else {
             let raw = self.database.url.trim();

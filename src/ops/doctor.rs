@@ -103,6 +103,18 @@ pub fn run(l: &Loaded) -> Vec<Check> {
         && let Ok(found) = crate::backup::pg::leftovers(url)
     {
         out.push(postgres_leftovers(&found));
+        if let Ok(Some(limit)) = crate::backup::pg::interrupted_restore(url) {
+            out.push(check(
+                "restore",
+                Level::Fail,
+                format!(
+                    "a restore died after refusing new connections to the database (connection limit 0; it was {limit}): roles that are not superusers cannot connect"
+                ),
+                Some(format!(
+                    "'aica backup tidy' puts it back when no restore is running (or in psql: ALTER DATABASE <db> CONNECTION LIMIT {limit}; COMMENT ON DATABASE <db> IS NULL)"
+                )),
+            ));
+        }
     }
     out.push(backup_debris(l));
     out.push(interrupted_restore(l));
@@ -276,7 +288,7 @@ fn postgres_leftovers(found: &[(String, i64, bool)]) -> Check {
             names.join(", ")
         ),
         Some(
-            "orphans (scratch of dead operations) go with the next 'aica backup tidy'; a <db>_before_<time> copy kept by a restore: DROP DATABASE it once you no longer need it"
+            "orphans (scratch of dead operations of this machine) go with the next 'aica backup tidy'; other aica_verify_* copies belong to operations elsewhere (drop them once those are done); <db>_before_<time> is the data a restore replaced: keep it until 'aica backup list' shows a safety backup of it; <db>_restored_<time> holds a restore whose switch failed: switch to it or drop it"
                 .into(),
         ),
     )

@@ -158,10 +158,15 @@ fn left_behind(db: &TestDb) -> Vec<String> {
         .collect()
 }
 
-/// This machine's host id as aica writes it into scratch database names.
+/// This machine's host id as aica writes it into scratch database names:
+/// host name, boot id and pid namespace (the test and aica share all three).
 fn host_id() -> String {
     let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
-    blake3::hash(host.as_bytes()).to_hex()[..8].to_string()
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let ns = std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    blake3::hash(format!("{host}\n{}\n{ns}", boot.trim()).as_bytes()).to_hex()[..8].to_string()
 }
 
 #[test]
@@ -206,4 +211,62 @@ fn a_restore_onto_a_server_without_the_database_creates_it() {
     let (code, out) = run(d, &db, &["backup", "restore", "--latest", "--yes"]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(db.scalar("SELECT COUNT(*) FROM articles"), articles);
+}
+
+#[test]
+fn an_interrupted_restores_connection_limit_is_reported_and_put_back() {
+    let Some(db) = TestDb::create() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let name = db.url.rsplit('/').next().unwrap().to_string();
+    // What a restore killed right after refusing new connections leaves.
+    db.exec(&format!(
+        "ALTER DATABASE {name} CONNECTION LIMIT 0; COMMENT ON DATABASE {name} IS 'aica: restore in progress; connection limit was 50'"
+    ));
+    let (code, out) = run(d, &db, &["doctor"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("connection limit 0") && out.contains("it was 50"),
+        "{out}"
+    );
+    let (code, out) = run(d, &db, &["backup", "tidy"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        db.scalar(&format!(
+            "SELECT datconnlimit::bigint FROM pg_database WHERE datname = '{name}'"
+        )),
+        50
+    );
+    let (code, out) = run(d, &db, &["doctor"]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn a_restore_keeps_the_databases_owner_rights_and_settings() {
+    let Some(db) = TestDb::create() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let name = db.url.rsplit('/').next().unwrap().to_string();
+    seed(d, &db);
+    let (code, out) = run(d, &db, &["backup", "create"]);
+    assert_eq!(code, 0, "{out}");
+    db.exec(&format!(
+        "REVOKE CONNECT ON DATABASE {name} FROM PUBLIC; ALTER DATABASE {name} SET work_mem = '7MB'; ALTER DATABASE {name} CONNECTION LIMIT 40"
+    ));
+    let (code, out) = run(d, &db, &["backup", "restore", "--latest", "--yes"]);
+    assert_eq!(code, 0, "{out}");
+    let public_connect = db.scalar(&format!(
+        "SELECT has_database_privilege('public', '{name}', 'CONNECT')::int::bigint"
+    ));
+    let limit = db.scalar(&format!(
+        "SELECT datconnlimit::bigint FROM pg_database WHERE datname = '{name}'"
+    ));
+    let work_mem = db.rows(&format!(
+        "SELECT unnest(setconfig), '' FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = '{name}'"
+    ));
+    assert_eq!((public_connect, limit), (0, 40));
+    assert!(
+        work_mem.iter().any(|(kv, _)| kv == "work_mem=7MB"),
+        "{work_mem:?}"
+    );
 }

@@ -638,3 +638,28 @@ fn a_stopped_scheduler_leader_loses_the_schedule_to_another_replica() {
     leader.server.signal(nix::sys::signal::Signal::SIGCONT);
     assert_ne!(other.1, first.1);
 }
+
+#[test]
+fn every_password_in_the_url_is_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = "postgres://postgres@127.0.0.1:5432/db?password=s3cretA&password=t0pB";
+    let o = aica_env(
+        dir.path(),
+        &["config", "show", "--json"],
+        &[("DATABASE_URL", url)],
+    );
+    let out = text(&o);
+    assert!(!out.contains("s3cretA") && !out.contains("t0pB"), "{out}");
+    let bad = format!("{url}&sslmode=require");
+    let o = aica_env(
+        dir.path(),
+        &["config", "show"],
+        &[("DATABASE_URL", bad.as_str())],
+    );
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("sslmode") && !out.contains("s3cretA") && !out.contains("t0pB"),
+        "{out}"
+    );
+}

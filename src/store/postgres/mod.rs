@@ -122,12 +122,33 @@ pub fn check_url(url: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// The password in a `postgres://` URL wherever it is written (userinfo or `?password=`).
-pub fn url_password(url: &str) -> Option<String> {
-    parse_url(url)
-        .ok()?
-        .get_password()
-        .map(|p| String::from_utf8_lossy(p).to_string())
+/// Every password in a `postgres://` URL, wherever and however often it is
+/// written (userinfo, one or more `?password=`), decoded, for redaction.
+pub fn url_passwords(url: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(u) = url::Url::parse(url) {
+        if let Some(p) = u.password() {
+            out.push(
+                percent_encoding::percent_decode_str(p)
+                    .decode_utf8_lossy()
+                    .to_string(),
+            );
+        }
+        for (k, v) in u.query_pairs() {
+            if k == "password" {
+                out.push(v.to_string());
+            }
+        }
+    }
+    if let Some(p) = parse_url(url)
+        .ok()
+        .and_then(|c| c.get_password().map(<[u8]>::to_vec))
+    {
+        out.push(String::from_utf8_lossy(&p).to_string());
+    }
+    out.retain(|p| !p.is_empty());
+    out.dedup();
+    out
 }
 
 /// The PostgreSQL implementation of [`ContentStore`].
@@ -310,15 +331,24 @@ impl PgStore {
         if let Ok(v) = &res
             && changed(v)
         {
-            let payload = coord::change_payload(&self.replica);
-            let sent = self.run_on(&self.relaxed, "notify", |c| async move {
-                c.execute(
-                    "SELECT pg_notify($1, $2)",
-                    &[&coord::CHANGES_CHANNEL, &payload],
-                )
-                .await
-                .map_err(err)
-            });
+            // A broken connection is replaced by the pool: a few tries on
+            // fresh ones before giving up.
+            let mut sent = Ok(0);
+            for attempt in 0..3 {
+                let payload = coord::change_payload(&self.replica);
+                sent = self.run_on(&self.relaxed, "notify", |c| async move {
+                    c.execute(
+                        "SELECT pg_notify($1, $2)",
+                        &[&coord::CHANGES_CHANNEL, &payload],
+                    )
+                    .await
+                    .map_err(err)
+                });
+                if sent.is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100 << attempt));
+            }
             if let Err(e) = sent {
                 metrics::counter!("aica_change_notify_failures_total").increment(1);
                 tracing::error!(error = %e, "write committed but other replicas could not be told; their cached answers expire within cache.ttl_secs");
