@@ -469,6 +469,25 @@ fn admin_config(cfg: &tokio_postgres::Config, live: &str) -> tokio_postgres::Con
     admin
 }
 
+/// A connection to the maintenance database of the server of `url`, and the
+/// name of the live database.
+async fn admin(url: &str) -> Result<(tokio_postgres::Client, String)> {
+    let cfg = config(url)?;
+    let live = cfg.get_dbname().unwrap_or("postgres").to_string();
+    Ok((connect(&admin_config(&cfg, &live)).await?, live))
+}
+
+/// Take this session's lock on restoring `live`; `false` when a restore holds it.
+async fn restore_lock(c: &tokio_postgres::Client, live: &str) -> Result<bool> {
+    Ok(c.query_one(
+        "SELECT pg_try_advisory_lock(hashtext('aica restore ' || $1))",
+        &[&live],
+    )
+    .await
+    .map_err(pg_err("restore lock"))?
+    .get(0))
+}
+
 /// Held for the whole of a restore: one restore per database at a time,
 /// whichever machine or directory it runs from (a session advisory lock on
 /// the server, released when this is dropped or the process dies).
@@ -477,19 +496,9 @@ pub struct RestoreGuard {
 }
 
 pub fn restore_guard(url: &str) -> Result<RestoreGuard> {
-    let cfg = config(url)?;
-    let live = cfg.get_dbname().unwrap_or("postgres").to_string();
     block_on(async {
-        let c = connect(&admin_config(&cfg, &live)).await?;
-        let got: bool = c
-            .query_one(
-                "SELECT pg_try_advisory_lock(hashtext('aica restore ' || $1))",
-                &[&live],
-            )
-            .await
-            .map_err(pg_err("restore lock"))?
-            .get(0);
-        if !got {
+        let (c, live) = admin(url).await?;
+        if !restore_lock(&c, &live).await? {
             return Err(refused(format!(
                 "another restore of database {live:?} is running (from this or another machine); wait for it to finish"
             )));
@@ -500,10 +509,8 @@ pub fn restore_guard(url: &str) -> Result<RestoreGuard> {
 
 /// Sessions other than ours on the database of `url`: `(count, their application names)`.
 pub fn connected_sessions(url: &str) -> Result<(i64, String)> {
-    let cfg = config(url)?;
-    let live = cfg.get_dbname().unwrap_or("postgres").to_string();
     block_on(async {
-        let c = connect(&admin_config(&cfg, &live)).await?;
+        let (c, live) = admin(url).await?;
         let r = c
             .query_one(
                 "SELECT COUNT(*), COALESCE(string_agg(DISTINCT COALESCE(NULLIF(application_name, ''), '?') || '@' || COALESCE(client_addr::text, 'local'), ', '), '') \
@@ -709,22 +716,12 @@ pub fn swap(url: &str, restored: Scratch, disconnect: bool) -> Result<Swapped> {
 /// after refusing new connections (its comment names the old limit), when no
 /// restore of it is running. Returns the repaired database's name.
 pub fn repair(url: &str) -> Result<Option<String>> {
-    let cfg = config(url)?;
-    let live = cfg.get_dbname().unwrap_or("postgres").to_string();
     block_on(async {
-        let c = connect(&admin_config(&cfg, &live)).await?;
+        let (c, live) = admin(url).await?;
         let Some(limit) = interrupted_limit(&c, &live).await? else {
             return Ok(None);
         };
-        let free: bool = c
-            .query_one(
-                "SELECT pg_try_advisory_lock(hashtext('aica restore ' || $1))",
-                &[&live],
-            )
-            .await
-            .map_err(pg_err("restore lock"))?
-            .get(0);
-        if !free {
+        if !restore_lock(&c, &live).await? {
             return Ok(None); // a restore is running: the limit is its doing
         }
         c.batch_execute(&format!(
@@ -757,10 +754,8 @@ async fn interrupted_limit(c: &tokio_postgres::Client, live: &str) -> Result<Opt
 /// Whether the live database refuses connections because a restore died
 /// (doctor): `Some(old limit)`.
 pub fn interrupted_restore(url: &str) -> Result<Option<i32>> {
-    let cfg = config(url)?;
-    let live = cfg.get_dbname().unwrap_or("postgres").to_string();
     block_on(async {
-        let c = connect(&admin_config(&cfg, &live)).await?;
+        let (c, live) = admin(url).await?;
         interrupted_limit(&c, &live).await
     })
 }
@@ -845,10 +840,8 @@ pub fn sweep(url: &str) -> Result<Vec<String>> {
     if orphans.is_empty() {
         return Ok(orphans);
     }
-    let cfg = config(url)?;
-    let live = cfg.get_dbname().unwrap_or("postgres").to_string();
     block_on(async {
-        let c = connect(&admin_config(&cfg, &live)).await?;
+        let (c, _) = admin(url).await?;
         for n in &orphans {
             c.batch_execute(&format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
