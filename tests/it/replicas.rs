@@ -663,3 +663,112 @@ fn every_password_in_the_url_is_redacted() {
         "{out}"
     );
 }
+
+/// A TCP proxy to PostgreSQL that can silently stop forwarding on the
+/// connection that sent `LISTEN` (a firewall dropping an idle flow).
+struct FeedProxy {
+    port: u16,
+    freeze: Arc<AtomicBool>,
+}
+
+impl FeedProxy {
+    fn start(upstream: std::net::SocketAddr) -> FeedProxy {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let freeze = Arc::new(AtomicBool::new(false));
+        let f = freeze.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let listening = Arc::new(AtomicBool::new(false));
+                for (mut from, mut to, up) in [
+                    (
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        true,
+                    ),
+                    (server, client, false),
+                ] {
+                    let (f, listening) = (f.clone(), listening.clone());
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 {
+                                break;
+                            }
+                            if up && buf[..n].windows(6).any(|w| w == b"LISTEN") {
+                                listening.store(true, Ordering::SeqCst);
+                            }
+                            // Frozen: the bytes are swallowed, the socket stays open.
+                            if listening.load(Ordering::SeqCst) && f.load(Ordering::SeqCst) {
+                                continue;
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        FeedProxy { port, freeze }
+    }
+}
+
+#[test]
+fn a_silently_dead_change_feed_bypasses_the_cache_within_two_seconds() {
+    let Some(db) = TestDb::create() else { return };
+    let key = editor_key(&db.url);
+    let proxy = FeedProxy::start("127.0.0.1:5432".parse().unwrap());
+    let via_proxy = db
+        .url
+        .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port));
+    if via_proxy == db.url {
+        eprintln!("skipped: AICA_TEST_POSTGRES_URL is not on 127.0.0.1:5432");
+        return;
+    }
+    let a = start(&db.url, &[]);
+    let b = start(&via_proxy, &[]);
+    let (ua, ub) = (a.server.backend.clone(), b.server.backend.clone());
+    wait_for("B's change feed", Duration::from_secs(20), || {
+        (detailed_check(&ub, "cache:invalidation")? == "pass").then_some(())
+    });
+    let rt = runtime();
+    let c = client();
+    rt.block_on(async {
+        newest_slug(&c, &ub).await;
+        newest_slug(&c, &ub).await;
+    });
+    proxy.freeze.store(true, Ordering::SeqCst);
+    let frozen = Instant::now();
+    wait_for(
+        "B to notice its feed is dead",
+        Duration::from_secs(5),
+        || (detailed_check(&ub, "cache:invalidation")? == "warn").then_some(()),
+    );
+    let noticed = frozen.elapsed();
+    assert!(
+        noticed < Duration::from_secs(3),
+        "noticed after {noticed:?}"
+    );
+    rt.block_on(async {
+        let r = c
+            .post(format!("{ua}/api/articles"))
+            .bearer_auth(&key)
+            .json(&article("while-the-feed-is-dead"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        // B's notification is lost in the proxy, yet B answers fresh at once.
+        let (slug, _) = newest_slug(&c, &ub).await.unwrap();
+        assert_eq!(slug, "while-the-feed-is-dead");
+    });
+    eprintln!(
+        "a silently dead feed was noticed after {:.1} s",
+        noticed.as_secs_f64()
+    );
+}
