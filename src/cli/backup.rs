@@ -527,19 +527,35 @@ pub async fn run(g: &Global, cmd: BackupCmd) -> anyhow::Result<u8> {
         BackupCmd::Prune { dry_run } => blocking(move || prune(&l, dry_run)).await,
         BackupCmd::Tidy => {
             blocking(move || {
-                let before = backup::debris(&l);
+                // Scratch databases of dead operations (PostgreSQL) count too.
+                let orphans = || match &l.paths.backend {
+                    crate::store::Backend::Postgres(url) => backup::pg::leftovers(url)
+                        .map(|v| {
+                            v.into_iter()
+                                .filter(|(_, _, orphan)| *orphan)
+                                .map(|(_, b, _)| b.max(0) as u64)
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    crate::store::Backend::Sqlite(_) => Vec::new(),
+                };
+                let (before, dbs_before) = (backup::debris(&l), orphans());
                 let lock = lock(&l, "tidy")?;
-                let left = backup::debris(&l);
+                let (left, dbs_left) = (backup::debris(&l), orphans());
                 drop(lock);
-                let freed: u64 = before.iter().map(|d| d.bytes).sum::<u64>()
-                    - left.iter().map(|d| d.bytes).sum::<u64>();
+                let bytes = |files: &[backup::Debris], dbs: &[u64]| {
+                    files.iter().map(|d| d.bytes).sum::<u64>() + dbs.iter().sum::<u64>()
+                };
+                let freed = bytes(&before, &dbs_before).saturating_sub(bytes(&left, &dbs_left));
+                let (n_before, n_left) =
+                    (before.len() + dbs_before.len(), left.len() + dbs_left.len());
                 println!(
                     "removed {} leftovers of interrupted operations ({}); {} could not be removed",
-                    before.len() - left.len().min(before.len()),
+                    n_before - n_left.min(n_before),
                     mib(freed),
-                    left.len()
+                    n_left
                 );
-                Ok(if left.is_empty() { 0 } else { 1 })
+                Ok(if n_left == 0 { 0 } else { 1 })
             })
             .await
         }

@@ -188,6 +188,7 @@ fn scratch_databases_of_dead_operations_are_reported_and_swept() {
     assert!(out.contains(&orphan) && out.contains("orphan"), "{out}");
     let (code, out) = run(d, &db, &["backup", "tidy"]);
     assert_eq!(code, 0, "{out}");
+    assert!(out.contains("removed 1 leftovers"), "{out}");
     let left = db.scalar(&format!(
         "SELECT COUNT(*) FROM pg_database WHERE datname = '{orphan}'"
     ));
