@@ -53,6 +53,13 @@ start() {
   URL=$url
 }
 
+# start3 -> R1 R2 R3: three replicas on the PostgreSQL database, 4 connections each
+start3() {
+  start r1 DATABASE_URL="$PG_URL" AICA_DATABASE_POOL_SIZE=4; R1=$URL
+  start r2 DATABASE_URL="$PG_URL" AICA_DATABASE_POOL_SIZE=4; R2=$URL
+  start r3 DATABASE_URL="$PG_URL" AICA_DATABASE_POOL_SIZE=4; R3=$URL
+}
+
 stop_all() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -104,9 +111,7 @@ start sqlite; s_cold=$(rps "$URL" bench/cold.lua "$CONNS"); stop_all
 echo "== reads: PostgreSQL (one replica)" >&2
 start pg1 DATABASE_URL="$PG_URL"; p_cold=$(rps "$URL" bench/cold.lua "$CONNS"); stop_all
 echo "== reads: PostgreSQL (three replicas)" >&2
-start r1 DATABASE_URL="$PG_URL" AICA_DATABASE_POOL_SIZE=4; R1=$URL
-start r2 DATABASE_URL="$PG_URL" AICA_DATABASE_POOL_SIZE=4; R2=$URL
-start r3 DATABASE_URL="$PG_URL" AICA_DATABASE_POOL_SIZE=4; R3=$URL
+start3
 r_cold=$(rps3 bench/cold.lua "$CONNS" "$R1" "$R2" "$R3"); stop_all
 
 echo "== writes: SQLite" >&2
@@ -115,9 +120,7 @@ BENCH_KEY=$PG_KEY
 echo "== writes: PostgreSQL (one replica)" >&2
 start pg1 DATABASE_URL="$PG_URL"; p_write=$(rps "$URL" bench/write.lua "$WRITERS"); stop_all
 echo "== writes: PostgreSQL (three replicas)" >&2
-start r1 DATABASE_URL="$PG_URL" AICA_DATABASE_POOL_SIZE=4; R1=$URL
-start r2 DATABASE_URL="$PG_URL" AICA_DATABASE_POOL_SIZE=4; R2=$URL
-start r3 DATABASE_URL="$PG_URL" AICA_DATABASE_POOL_SIZE=4; R3=$URL
+start3
 r_write=$(rps3 bench/write.lua "$WRITERS" "$R1" "$R2" "$R3"); stop_all
 
 python3 - "$s_cold" "$s_write" "$p_cold" "$p_write" "$r_cold" "$r_write" "$DUR" "$CONNS" "$WRITERS" <<'PY'

@@ -14,10 +14,10 @@ struct Replica {
     server: Server,
 }
 
-fn env(url: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("AICA_DATABASE_URL", url.to_string()),
-        ("AICA_DATABASE_SEED_DEMO", "false".to_string()),
+fn env(url: &str) -> [(&'static str, &str); 2] {
+    [
+        ("AICA_DATABASE_URL", url),
+        ("AICA_DATABASE_SEED_DEMO", "false"),
     ]
 }
 
@@ -29,7 +29,6 @@ fn start(url: &str, extra: &[&str]) -> Replica {
 
 fn start_in(dir: &std::path::Path, url: &str, extra: &[&str]) -> Server {
     let e = env(url);
-    let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
     Server::start(dir, extra, &e)
 }
 
@@ -37,7 +36,6 @@ fn start_in(dir: &std::path::Path, url: &str, extra: &[&str]) -> Server {
 fn editor_key(url: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let e = env(url);
-    let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let o = aica_env(
         dir.path(),
         &["keys", "create", "--role", "editor", "--name", "w"],
@@ -444,7 +442,6 @@ fn a_database_with_a_newer_schema_is_refused() {
     let Some(db) = TestDb::create() else { return };
     let dir = tempfile::tempdir().unwrap();
     let e = env(&db.url);
-    let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let o = aica_env(dir.path(), &["keys", "list"], &e);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     db.exec("INSERT INTO aica_schema (version, applied_at) VALUES (99, 'future')");
